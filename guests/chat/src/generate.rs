@@ -1,0 +1,413 @@
+//! The generation loop: sample, detokenise, stop, emit.
+//!
+//! It is written against two small traits — [`Model`] (one `tokens`
+//! compute) and [`Sink`] (where text deltas go) — so that the same loop
+//! serves streamed and whole responses, and so it can be tested off-wasm with
+//! a scripted model. That the streamed deltas concatenate to exactly the
+//! non-streamed content follows from both using this one function.
+
+use crate::stop::StopMatcher;
+use crate::utf8::Utf8Decoder;
+use sandpiper_guest_sdk::http::Disconnected;
+use sandpiper_guest_sdk::nn::{ErrorCode, NnError};
+use sandpiper_guest_sdk::ApiError;
+
+/// What one `tokens` compute returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The sampled token; not yet in the sequence.
+    pub token: i32,
+    /// Its text as raw bytes (may be part of a UTF-8 character, or empty).
+    pub bytes: Vec<u8>,
+}
+
+/// A sequence that can be extended and sampled from.
+pub trait Model {
+    /// Appends `tokens` to the sequence, runs the model and samples the next
+    /// token (which is not appended).
+    fn step(&mut self, tokens: &[i32]) -> Result<Step, NnError>;
+}
+
+/// Where generated text goes, as soon as it is final.
+pub trait Sink {
+    /// Receives a non-empty piece of output. `Err` means the client is gone
+    /// and generation must stop.
+    fn text(&mut self, delta: &str) -> Result<(), Disconnected>;
+}
+
+/// Collects the whole completion (the non-streaming response).
+impl Sink for String {
+    fn text(&mut self, delta: &str) -> Result<(), Disconnected> {
+        self.push_str(delta);
+        Ok(())
+    }
+}
+
+/// OpenAI's `finish_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-sequence token or a stop sequence.
+    Stop,
+    /// `max_tokens` reached, or the context is full.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// How generation may end besides the model's own choice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Most tokens to sample (≥ 1); see [`token_budget`].
+    pub max_new_tokens: u64,
+    /// Sampling one of these ends the completion; its text is not output.
+    pub eos_token_ids: Vec<i32>,
+    /// Stop sequences (see [`crate::stop`]).
+    pub stop: Vec<String>,
+}
+
+/// How a completed generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub finish_reason: FinishReason,
+    /// Tokens the model sampled for this completion, *including* a final
+    /// end-of-sequence token and the token that completed a stop sequence,
+    /// although neither's text is returned. This is what llama.cpp's server
+    /// reports and what the sequence actually cost to produce.
+    pub completion_tokens: u64,
+}
+
+/// Why generation ended early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GenError {
+    /// The sink reported that the client went away.
+    Disconnected { completion_tokens: u64 },
+    /// A compute failed before anything could be finished.
+    Model {
+        error: NnError,
+        completion_tokens: u64,
+    },
+}
+
+/// Runs the loop: prompt first, then each sampled token fed back, until an
+/// end-of-sequence token, a stop sequence or the token limit.
+///
+/// Text reaches `sink` only when final: complete UTF-8 characters that are
+/// not (possibly) part of a stop sequence.
+pub fn generate(
+    model: &mut dyn Model,
+    prompt: &[i32],
+    limits: &Limits,
+    sink: &mut dyn Sink,
+) -> Result<Outcome, GenError> {
+    let mut decoder = Utf8Decoder::new();
+    let mut stops = StopMatcher::new(&limits.stop);
+    let mut input = prompt.to_vec();
+    let mut sampled: u64 = 0;
+    let emit = |sink: &mut dyn Sink, text: &str, sampled: u64| {
+        if text.is_empty() {
+            return Ok(());
+        }
+        sink.text(text)
+            .map_err(|Disconnected| GenError::Disconnected {
+                completion_tokens: sampled,
+            })
+    };
+
+    let finish_reason = loop {
+        if sampled >= limits.max_new_tokens {
+            break FinishReason::Length;
+        }
+        let step = match model.step(&input) {
+            Ok(step) => step,
+            // The host's sequence is full earlier than metadata said: end
+            // the completion like a context-length stop, keeping the text.
+            Err(e) if e.code == ErrorCode::TooLarge && sampled > 0 => break FinishReason::Length,
+            Err(error) => {
+                return Err(GenError::Model {
+                    error,
+                    completion_tokens: sampled,
+                })
+            }
+        };
+        sampled += 1;
+        if limits.eos_token_ids.contains(&step.token) {
+            break FinishReason::Stop;
+        }
+        let text = decoder.push(&step.bytes);
+        let pushed = stops.push(&text);
+        emit(sink, &pushed.emit, sampled)?;
+        if pushed.stopped {
+            return Ok(Outcome {
+                finish_reason: FinishReason::Stop,
+                completion_tokens: sampled,
+            });
+        }
+        input.clear();
+        input.push(step.token);
+    };
+
+    // The model ended without a stop sequence: text held back as a possible
+    // stop prefix is output after all. (A character left incomplete in the
+    // decoder is dropped; see `Utf8Decoder`.)
+    emit(sink, &stops.finish(), sampled)?;
+    Ok(Outcome {
+        finish_reason,
+        completion_tokens: sampled,
+    })
+}
+
+/// How many tokens may be generated for a prompt, or the OpenAI
+/// `context_length_exceeded` error. Prompt and completion share the
+/// context: `prompt + max_tokens` must fit, and without `max_tokens` the
+/// completion may fill whatever the prompt left.
+pub fn token_budget(
+    prompt_tokens: u64,
+    context_length: u64,
+    max_tokens: Option<u64>,
+) -> Result<u64, ApiError> {
+    let exceeded = |message: String| {
+        ApiError::invalid_request(message)
+            .with_param("messages")
+            .with_code("context_length_exceeded")
+    };
+    if prompt_tokens >= context_length {
+        return Err(exceeded(format!(
+            "This model's maximum context length is {context_length} tokens. However, your messages resulted in {prompt_tokens} tokens, which leaves no room for a completion. Please reduce the length of the messages."
+        )));
+    }
+    match max_tokens {
+        None => Ok(context_length - prompt_tokens),
+        Some(max) if prompt_tokens.saturating_add(max) > context_length => Err(exceeded(format!(
+            "This model's maximum context length is {context_length} tokens. However, you requested {} tokens ({prompt_tokens} in the messages, {max} in the completion). Please reduce the length of the messages or completion.",
+            prompt_tokens.saturating_add(max)
+        ))),
+        Some(max) => Ok(max),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plays back a fixed list of (token, bytes) and records every input.
+    struct Script {
+        steps: Vec<Result<Step, NnError>>,
+        inputs: Vec<Vec<i32>>,
+    }
+
+    impl Script {
+        fn new(pieces: &[(i32, &[u8])]) -> Self {
+            Self {
+                steps: pieces
+                    .iter()
+                    .map(|(t, b)| {
+                        Ok(Step {
+                            token: *t,
+                            bytes: b.to_vec(),
+                        })
+                    })
+                    .collect(),
+                inputs: Vec::new(),
+            }
+        }
+
+        fn text(pieces: &[&str]) -> Self {
+            let mut s = Self::new(&[]);
+            for (i, p) in pieces.iter().enumerate() {
+                s.steps.push(Ok(Step {
+                    token: 100 + i as i32,
+                    bytes: p.as_bytes().to_vec(),
+                }));
+            }
+            s
+        }
+    }
+
+    impl Model for Script {
+        fn step(&mut self, tokens: &[i32]) -> Result<Step, NnError> {
+            self.inputs.push(tokens.to_vec());
+            if self.steps.is_empty() {
+                return Err(NnError::new(ErrorCode::RuntimeError, "script ran out"));
+            }
+            self.steps.remove(0)
+        }
+    }
+
+    /// Records each delta, optionally failing after `fail_after` deltas.
+    #[derive(Default)]
+    struct Deltas {
+        parts: Vec<String>,
+        fail_after: Option<usize>,
+    }
+
+    impl Sink for Deltas {
+        fn text(&mut self, delta: &str) -> Result<(), Disconnected> {
+            if self.fail_after == Some(self.parts.len()) {
+                return Err(Disconnected);
+            }
+            assert!(!delta.is_empty());
+            self.parts.push(delta.to_string());
+            Ok(())
+        }
+    }
+
+    const EOS: i32 = 2;
+
+    fn limits(max: u64, stop: &[&str]) -> Limits {
+        Limits {
+            max_new_tokens: max,
+            eos_token_ids: vec![EOS],
+            stop: stop.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn stops_at_eos_and_feeds_tokens_back() {
+        let mut m = Script::new(&[(10, b"Par"), (11, b"is"), (EOS, b"")]);
+        let mut out = String::new();
+        let o = generate(&mut m, &[1, 5, 6], &limits(100, &[]), &mut out).unwrap();
+        assert_eq!(out, "Paris");
+        assert_eq!(o.finish_reason, FinishReason::Stop);
+        assert_eq!(o.completion_tokens, 3, "the EOS token counts");
+        assert_eq!(m.inputs, vec![vec![1, 5, 6], vec![10], vec![11]]);
+    }
+
+    #[test]
+    fn max_tokens_gives_length() {
+        let mut m = Script::text(&["a", "b", "c", "d"]);
+        let mut out = String::new();
+        let o = generate(&mut m, &[1], &limits(2, &[]), &mut out).unwrap();
+        assert_eq!(
+            (out.as_str(), o.finish_reason),
+            ("ab", FinishReason::Length)
+        );
+        assert_eq!(o.completion_tokens, 2);
+        assert_eq!(m.inputs.len(), 2, "no compute after the limit");
+    }
+
+    #[test]
+    fn stop_sequence_across_tokens_is_cut() {
+        let mut m = Script::text(&["Hello", " wor", "ld\n", "\nBye", "x"]);
+        let mut d = Deltas::default();
+        let o = generate(&mut m, &[1], &limits(100, &["\n\n"]), &mut d).unwrap();
+        assert_eq!(d.parts.concat(), "Hello world");
+        assert_eq!(o.finish_reason, FinishReason::Stop);
+        assert_eq!(o.completion_tokens, 4);
+    }
+
+    #[test]
+    fn held_back_prefix_is_flushed_at_length() {
+        let mut m = Script::text(&["abc", "EN"]);
+        let mut d = Deltas::default();
+        let o = generate(&mut m, &[1], &limits(2, &["END"]), &mut d).unwrap();
+        assert_eq!(d.parts, vec!["abc", "EN"]);
+        assert_eq!(o.finish_reason, FinishReason::Length);
+    }
+
+    #[test]
+    fn split_utf8_is_held_back() {
+        let crab = "🦀".as_bytes();
+        let mut m = Script::new(&[
+            (10, &crab[..1]),
+            (11, &crab[1..3]),
+            (12, &crab[3..]),
+            (13, b"!"),
+            (EOS, b""),
+        ]);
+        let mut d = Deltas::default();
+        generate(&mut m, &[1], &limits(100, &[]), &mut d).unwrap();
+        assert_eq!(d.parts, vec!["🦀", "!"]);
+    }
+
+    #[test]
+    fn unfinished_char_at_the_end_is_dropped() {
+        let mut m = Script::new(&[(10, b"a\xf0\x9f"), (EOS, b"")]);
+        let mut out = String::new();
+        generate(&mut m, &[1], &limits(100, &[]), &mut out).unwrap();
+        assert_eq!(out, "a");
+    }
+
+    #[test]
+    fn streamed_deltas_equal_whole_output() {
+        let pieces = [
+            "The", " capital", " is", " Par", "is", ".", "\n", "\n", "More",
+        ];
+        for stop in [&[][..], &["\n\n"][..], &["is P"][..], &["xyz", "."][..]] {
+            let mut whole = String::new();
+            let a = generate(
+                &mut Script::text(&pieces),
+                &[1],
+                &limits(20, stop),
+                &mut whole,
+            );
+            let mut d = Deltas::default();
+            let b = generate(&mut Script::text(&pieces), &[1], &limits(20, stop), &mut d);
+            assert_eq!(d.parts.concat(), whole, "stops {stop:?}");
+            assert_eq!(a.map(|o| o.finish_reason), b.map(|o| o.finish_reason));
+        }
+    }
+
+    #[test]
+    fn disconnect_stops_generation() {
+        let mut m = Script::text(&["a", "b", "c", "d"]);
+        let mut d = Deltas {
+            fail_after: Some(1),
+            ..Default::default()
+        };
+        let err = generate(&mut m, &[1], &limits(100, &[]), &mut d).unwrap_err();
+        assert_eq!(
+            err,
+            GenError::Disconnected {
+                completion_tokens: 2
+            }
+        );
+        assert_eq!(m.inputs.len(), 2, "no compute after the client left");
+    }
+
+    #[test]
+    fn model_error_is_reported() {
+        let mut m = Script::text(&[]);
+        let err = generate(&mut m, &[1], &limits(5, &[]), &mut String::new()).unwrap_err();
+        assert!(matches!(
+            err,
+            GenError::Model {
+                completion_tokens: 0,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn full_context_mid_generation_is_length() {
+        let mut m = Script::text(&["a"]);
+        m.steps
+            .push(Err(NnError::new(ErrorCode::TooLarge, "context full")));
+        let mut out = String::new();
+        let o = generate(&mut m, &[1], &limits(100, &[]), &mut out).unwrap();
+        assert_eq!((out.as_str(), o.finish_reason), ("a", FinishReason::Length));
+        assert_eq!(o.completion_tokens, 1);
+    }
+
+    #[test]
+    fn budget_checks_context() {
+        assert_eq!(token_budget(10, 100, None).unwrap(), 90);
+        assert_eq!(token_budget(10, 100, Some(90)).unwrap(), 90);
+        assert_eq!(token_budget(10, 100, Some(5)).unwrap(), 5);
+        let e = token_budget(10, 100, Some(91)).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert_eq!(e.param.as_deref(), Some("messages"));
+        assert_eq!(e.code.as_deref(), Some("context_length_exceeded"));
+        assert!(e.message.contains("100") && e.message.contains("101"));
+        let e = token_budget(100, 100, None).unwrap_err();
+        assert!(e.message.contains("100 tokens"));
+        assert_eq!(e.code.as_deref(), Some("context_length_exceeded"));
+        assert!(token_budget(5, 100, Some(u64::MAX)).is_err());
+    }
+}

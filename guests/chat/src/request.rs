@@ -1,0 +1,564 @@
+//! Parsing and validating a Chat Completions request body.
+//!
+//! The body is first read as a generic JSON value and then checked field by
+//! field, rather than deserialised straight into a struct, so that every
+//! problem can be reported the way OpenAI does: a 400 that names the exact
+//! parameter (`"max_tokens"`, `"messages[2].role"`) and says what was
+//! expected. Unknown fields are ignored, as OpenAI ignores them.
+
+use sandpiper_guest_sdk::ApiError;
+use serde_json::{json, Map, Value};
+
+/// Most stop sequences a request may give (OpenAI's limit).
+pub const MAX_STOP_SEQUENCES: usize = 4;
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+    Tool,
+}
+
+impl Role {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "system" => Role::System,
+            "developer" => Role::Developer,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            "tool" => Role::Tool,
+            _ => return None,
+        })
+    }
+
+    /// The name chat templates expect in `message['role']`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::Developer => "developer",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
+/// One message with its content flattened to text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub role: Role,
+    /// Text parts are joined with `\n` (as vLLM does); a `null` assistant
+    /// content becomes `""` so templates that concatenate strings still work.
+    pub content: String,
+}
+
+/// A validated Chat Completions request, defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    pub stream: bool,
+    /// `stream_options.include_usage`: send a final usage chunk when streaming.
+    pub include_usage: bool,
+    /// 0..=2, default 1; 0 means greedy.
+    pub temperature: f64,
+    /// In (0, 1], default 1.
+    pub top_p: f64,
+    /// `max_completion_tokens`, else `max_tokens`; `None` means "until the
+    /// context is full".
+    pub max_tokens: Option<u64>,
+    /// Non-empty stop sequences (empty strings are dropped: they would match
+    /// before any output).
+    pub stop: Vec<String>,
+    /// OpenAI allows any integer; negative seeds are wrapped to `u64` (two's
+    /// complement) because backends take an unsigned seed.
+    pub seed: Option<u64>,
+}
+
+impl ChatRequest {
+    /// The `sampling` tensor of `nn-protocol.md`.
+    pub fn sampling_json(&self) -> String {
+        json!({
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+        })
+        .to_string()
+    }
+}
+
+/// Parses and validates a request body.
+pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(ApiError::invalid_json)?;
+    let Value::Object(obj) = value else {
+        return Err(ApiError::invalid_request(format!(
+            "The request body must be a JSON object, but got {} instead.",
+            describe(&value)
+        )));
+    };
+
+    let model = match present(&obj, "model") {
+        None => return Err(missing("model")),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => return Err(wrong_type("model", "a string", other)),
+    };
+
+    let messages = parse_messages(present(&obj, "messages"))?;
+
+    let stream = optional_bool(&obj, "stream")?.unwrap_or(false);
+    let include_usage = match present(&obj, "stream_options") {
+        None => false,
+        Some(Value::Object(opts)) => match present(opts, "include_usage") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(wrong_type(
+                    "stream_options.include_usage",
+                    "a boolean",
+                    other,
+                ))
+            }
+        },
+        Some(other) => return Err(wrong_type("stream_options", "an object", other)),
+    };
+
+    let temperature = optional_number(&obj, "temperature")?.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(out_of_range("temperature", temperature, "between 0 and 2"));
+    }
+    let top_p = optional_number(&obj, "top_p")?.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(out_of_range("top_p", top_p, "greater than 0 and at most 1"));
+    }
+
+    // `max_completion_tokens` is OpenAI's current name; `max_tokens` the
+    // deprecated one most clients still send. Either is validated as given.
+    let max_completion = positive_integer(&obj, "max_completion_tokens")?;
+    let max_tokens = positive_integer(&obj, "max_tokens")?;
+    let max_tokens = max_completion.or(max_tokens);
+
+    let stop = parse_stop(present(&obj, "stop"))?;
+
+    let seed = match present(&obj, "seed") {
+        None => None,
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
+            Some(n.as_u64().unwrap_or_else(|| n.as_i64().unwrap_or(0) as u64))
+        }
+        Some(other) => return Err(wrong_type("seed", "an integer", other)),
+    };
+
+    match present(&obj, "n") {
+        None => {}
+        Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
+            return Err(ApiError::invalid_request(format!(
+                "Invalid 'n': only n=1 is supported, but got {n}."
+            ))
+            .with_param("n")
+            .with_code("unsupported_value"))
+        }
+        Some(other) => return Err(wrong_type("n", "an integer", other)),
+    }
+
+    Ok(ChatRequest {
+        model,
+        messages,
+        stream,
+        include_usage,
+        temperature,
+        top_p,
+        max_tokens,
+        stop,
+        seed,
+    })
+}
+
+fn parse_messages(value: Option<&Value>) -> Result<Vec<Message>, ApiError> {
+    let items = match value {
+        None => return Err(missing("messages")),
+        Some(Value::Array(items)) => items,
+        Some(other) => return Err(wrong_type("messages", "an array", other)),
+    };
+    if items.is_empty() {
+        return Err(ApiError::invalid_request(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+        )
+        .with_param("messages")
+        .with_code("empty_array"));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| parse_message(i, item))
+        .collect()
+}
+
+fn parse_message(i: usize, item: &Value) -> Result<Message, ApiError> {
+    let at = |field: &str| format!("messages[{i}].{field}");
+    let Value::Object(obj) = item else {
+        return Err(wrong_type(&format!("messages[{i}]"), "an object", item));
+    };
+    let role = match present(obj, "role") {
+        None => return Err(missing(&at("role"))),
+        Some(Value::String(s)) => Role::parse(s).ok_or_else(|| {
+            ApiError::invalid_request(format!(
+                "Invalid value: '{s}'. Supported values are: 'system', 'developer', 'user', 'assistant', and 'tool'."
+            ))
+            .with_param(at("role"))
+            .with_code("invalid_value")
+        })?,
+        Some(other) => return Err(wrong_type(&at("role"), "a string", other)),
+    };
+    let content = match present(obj, "content") {
+        // An assistant turn that only made tool calls has no content.
+        None if role == Role::Assistant => String::new(),
+        None => return Err(missing(&at("content"))),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => join_parts(&at("content"), parts)?,
+        Some(other) => {
+            return Err(wrong_type(
+                &at("content"),
+                "a string or an array of content parts",
+                other,
+            ))
+        }
+    };
+    Ok(Message { role, content })
+}
+
+fn join_parts(param: &str, parts: &[Value]) -> Result<String, ApiError> {
+    let mut texts = Vec::with_capacity(parts.len());
+    for (j, part) in parts.iter().enumerate() {
+        let at = format!("{param}[{j}]");
+        let Value::Object(obj) = part else {
+            return Err(wrong_type(&at, "an object", part));
+        };
+        match present(obj, "type") {
+            Some(Value::String(t)) if t == "text" => {}
+            Some(Value::String(t)) => {
+                return Err(ApiError::invalid_request(format!(
+                    "Invalid content part type '{t}': only 'text' parts are supported."
+                ))
+                .with_param(format!("{at}.type"))
+                .with_code("invalid_value"))
+            }
+            None => return Err(missing(&format!("{at}.type"))),
+            Some(other) => return Err(wrong_type(&format!("{at}.type"), "a string", other)),
+        }
+        match present(obj, "text") {
+            Some(Value::String(t)) => texts.push(t.as_str()),
+            None => return Err(missing(&format!("{at}.text"))),
+            Some(other) => return Err(wrong_type(&format!("{at}.text"), "a string", other)),
+        }
+    }
+    Ok(texts.join("\n"))
+}
+
+fn parse_stop(value: Option<&Value>) -> Result<Vec<String>, ApiError> {
+    let stops = match value {
+        None => return Ok(Vec::new()),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => {
+            if items.len() > MAX_STOP_SEQUENCES {
+                return Err(ApiError::invalid_request(format!(
+                    "Invalid 'stop': array too long. Expected an array with maximum length {MAX_STOP_SEQUENCES}, but got an array with length {} instead.",
+                    items.len()
+                ))
+                .with_param("stop")
+                .with_code("array_above_max_length"));
+            }
+            items
+                .iter()
+                .map(|item| match item {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(wrong_type("stop", "a string or an array of strings", other)),
+                })
+                .collect::<Result<_, _>>()?
+        }
+        Some(other) => return Err(wrong_type("stop", "a string or an array of strings", other)),
+    };
+    Ok(stops.into_iter().filter(|s| !s.is_empty()).collect())
+}
+
+/// The field's value, treating an explicit `null` like an absent field (as
+/// OpenAI does for optional parameters).
+fn present<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    obj.get(key).filter(|v| !v.is_null())
+}
+
+fn optional_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
+    match present(obj, key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(wrong_type(key, "a boolean", other)),
+    }
+}
+
+fn optional_number(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, ApiError> {
+    match present(obj, key) {
+        None => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_f64()),
+        Some(other) => Err(wrong_type(key, "a number", other)),
+    }
+}
+
+fn positive_integer(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
+    match present(obj, key) {
+        None => Ok(None),
+        Some(Value::Number(n)) if n.is_u64() && n.as_u64() != Some(0) => Ok(n.as_u64()),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Err(ApiError::invalid_request(
+            format!(
+                "Invalid '{key}': integer below minimum value. Expected a value >= 1, but got {n} instead."
+            ),
+        )
+        .with_param(key)
+        .with_code("integer_below_min_value")),
+        Some(other) => Err(wrong_type(key, "an integer", other)),
+    }
+}
+
+fn missing(param: &str) -> ApiError {
+    ApiError::invalid_request(format!("Missing required parameter: '{param}'."))
+        .with_param(param)
+        .with_code("missing_required_parameter")
+}
+
+fn wrong_type(param: &str, expected: &str, got: &Value) -> ApiError {
+    ApiError::invalid_request(format!(
+        "Invalid type for '{param}': expected {expected}, but got {} instead.",
+        describe(got)
+    ))
+    .with_param(param)
+    .with_code("invalid_type")
+}
+
+fn out_of_range(param: &str, got: f64, expected: &str) -> ApiError {
+    ApiError::invalid_request(format!(
+        "Invalid '{param}': expected a value {expected}, but got {got} instead."
+    ))
+    .with_param(param)
+    .with_code("invalid_value")
+}
+
+fn describe(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a decimal",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(body: Value) -> ChatRequest {
+        parse(body.to_string().as_bytes()).unwrap()
+    }
+
+    fn err(body: Value) -> ApiError {
+        parse(body.to_string().as_bytes()).unwrap_err()
+    }
+
+    fn user(text: &str) -> Value {
+        json!([{"role": "user", "content": text}])
+    }
+
+    #[test]
+    fn minimal_request_gets_defaults() {
+        let r = ok(json!({"model": "m", "messages": user("hi")}));
+        assert_eq!(r.model, "m");
+        assert_eq!(
+            r.messages,
+            vec![Message {
+                role: Role::User,
+                content: "hi".into()
+            }]
+        );
+        assert!(!r.stream && !r.include_usage);
+        assert_eq!((r.temperature, r.top_p), (1.0, 1.0));
+        assert_eq!((r.max_tokens, r.seed), (None, None));
+        assert!(r.stop.is_empty());
+    }
+
+    #[test]
+    fn full_request_is_read() {
+        let r = ok(json!({
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+                {"role": "assistant", "content": null, "tool_calls": []},
+                {"role": "tool", "content": "42", "tool_call_id": "x"},
+            ],
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "temperature": 0,
+            "top_p": 0.5,
+            "max_tokens": 16,
+            "stop": ["\n\n", "", "END"],
+            "seed": -1,
+            "n": 1,
+            "frequency_penalty": 0.5,
+            "some_future_field": {"x": 1},
+        }));
+        assert_eq!(r.messages[1].content, "a\nb");
+        assert_eq!(r.messages[2].content, "");
+        assert_eq!(r.messages[3].role, Role::Tool);
+        assert!(r.stream && r.include_usage);
+        assert_eq!((r.temperature, r.top_p), (0.0, 0.5));
+        assert_eq!(r.max_tokens, Some(16));
+        assert_eq!(r.stop, vec!["\n\n".to_string(), "END".to_string()]);
+        assert_eq!(r.seed, Some(u64::MAX));
+    }
+
+    #[test]
+    fn nulls_mean_defaults() {
+        let r = ok(
+            json!({"model": "m", "messages": user("x"), "temperature": null,
+            "max_tokens": null, "stop": null, "stream": null, "stream_options": null, "n": null}),
+        );
+        assert_eq!(r.temperature, 1.0);
+        assert_eq!(r.max_tokens, None);
+    }
+
+    #[test]
+    fn max_completion_tokens_wins() {
+        let r = ok(
+            json!({"model": "m", "messages": user("x"), "max_tokens": 5, "max_completion_tokens": 7}),
+        );
+        assert_eq!(r.max_tokens, Some(7));
+    }
+
+    #[test]
+    fn single_stop_string() {
+        let r = ok(json!({"model": "m", "messages": user("x"), "stop": "###"}));
+        assert_eq!(r.stop, vec!["###".to_string()]);
+    }
+
+    #[test]
+    fn malformed_json_is_400_invalid_json() {
+        let e = parse(b"{\"model\": ").unwrap_err();
+        assert_eq!((e.status, e.param.as_deref()), (400, None));
+        assert_eq!(e.code.as_deref(), Some("invalid_json"));
+        let e = parse(b"[1,2]").unwrap_err();
+        assert_eq!((e.status, e.param.as_deref()), (400, None));
+    }
+
+    #[test]
+    fn messages_missing_or_empty() {
+        let e = err(json!({"model": "m"}));
+        assert_eq!(e.param.as_deref(), Some("messages"));
+        let e = err(json!({"model": "m", "messages": []}));
+        assert_eq!((e.status, e.param.as_deref()), (400, Some("messages")));
+        let e = err(json!({"model": "m", "messages": "hi"}));
+        assert_eq!(e.param.as_deref(), Some("messages"));
+    }
+
+    #[test]
+    fn bad_messages_name_the_field() {
+        let e = err(json!({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}));
+        assert_eq!(e.param.as_deref(), Some("messages[0].role"));
+        let e = err(json!({"model": "m", "messages": [{"role": "user"}]}));
+        assert_eq!(e.param.as_deref(), Some("messages[0].content"));
+        let e = err(json!({"model": "m", "messages": [{"role": "user", "content": 3}]}));
+        assert_eq!(e.param.as_deref(), Some("messages[0].content"));
+        let e = err(
+            json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+        );
+        assert_eq!(e.param.as_deref(), Some("messages[0].content[0].type"));
+        let e = err(json!({"model": "m", "messages": [user("ok")[0].clone(), 5]}));
+        assert_eq!(e.param.as_deref(), Some("messages[1]"));
+    }
+
+    #[test]
+    fn model_required_and_string() {
+        assert_eq!(
+            err(json!({"messages": user("x")})).param.as_deref(),
+            Some("model")
+        );
+        assert_eq!(
+            err(json!({"model": 3, "messages": user("x")}))
+                .param
+                .as_deref(),
+            Some("model")
+        );
+    }
+
+    #[test]
+    fn max_tokens_must_be_positive_integer() {
+        for bad in [json!(0), json!(-5), json!(1.5), json!("10")] {
+            let e = err(json!({"model": "m", "messages": user("x"), "max_tokens": bad}));
+            assert_eq!((e.status, e.param.as_deref()), (400, Some("max_tokens")));
+        }
+        let e = err(json!({"model": "m", "messages": user("x"), "max_completion_tokens": 0}));
+        assert_eq!(e.param.as_deref(), Some("max_completion_tokens"));
+    }
+
+    #[test]
+    fn wrong_types_name_the_param() {
+        for (param, bad) in [
+            ("temperature", json!("hot")),
+            ("top_p", json!(true)),
+            ("stream", json!("yes")),
+            ("seed", json!(1.5)),
+            ("stop", json!(5)),
+            ("stop", json!(["a", 1])),
+            ("n", json!("1")),
+            ("stream_options", json!(true)),
+        ] {
+            let e = err(json!({"model": "m", "messages": user("x"), param: bad}));
+            assert_eq!(e.status, 400, "{param}");
+            assert_eq!(e.param.as_deref(), Some(param), "{param}");
+        }
+        let e = err(
+            json!({"model": "m", "messages": user("x"), "stream_options": {"include_usage": 1}}),
+        );
+        assert_eq!(e.param.as_deref(), Some("stream_options.include_usage"));
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        for (param, bad) in [
+            ("temperature", json!(2.5)),
+            ("temperature", json!(-0.1)),
+            ("top_p", json!(0)),
+            ("top_p", json!(1.01)),
+        ] {
+            let e = err(json!({"model": "m", "messages": user("x"), param: bad}));
+            assert_eq!(e.param.as_deref(), Some(param));
+        }
+        ok(json!({"model": "m", "messages": user("x"), "temperature": 2, "top_p": 1}));
+    }
+
+    #[test]
+    fn only_n_1() {
+        let e = err(json!({"model": "m", "messages": user("x"), "n": 2}));
+        assert_eq!((e.status, e.param.as_deref()), (400, Some("n")));
+        ok(json!({"model": "m", "messages": user("x"), "n": 1}));
+    }
+
+    #[test]
+    fn at_most_four_stops() {
+        let e =
+            err(json!({"model": "m", "messages": user("x"), "stop": ["a", "b", "c", "d", "e"]}));
+        assert_eq!(e.param.as_deref(), Some("stop"));
+    }
+
+    #[test]
+    fn sampling_json_matches_protocol() {
+        let mut r = ok(json!({"model": "m", "messages": user("x"), "temperature": 0, "seed": 42}));
+        let v: Value = serde_json::from_str(&r.sampling_json()).unwrap();
+        assert_eq!(v, json!({"temperature": 0.0, "top_p": 1.0, "seed": 42}));
+        r.seed = None;
+        let v: Value = serde_json::from_str(&r.sampling_json()).unwrap();
+        assert_eq!(v["seed"], Value::Null);
+    }
+}

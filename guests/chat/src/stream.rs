@@ -1,0 +1,196 @@
+//! Streamed Chat Completions: `chat.completion.chunk` events over SSE.
+//!
+//! Event order, as OpenAI sends it: a first chunk carrying the role, content
+//! deltas as they are produced, a chunk with an empty delta and the
+//! `finish_reason`, a usage chunk with `"choices": []` when
+//! `stream_options.include_usage` is set, then `data: [DONE]`. With
+//! `include_usage` every other chunk carries `"usage": null`.
+
+use crate::generate::{FinishReason, Sink};
+use crate::response::{CompletionId, Usage};
+use sandpiper_guest_sdk::http::Disconnected;
+use sandpiper_guest_sdk::sse;
+use serde_json::{json, Value};
+
+/// Builds the SSE events of one streamed completion.
+#[derive(Debug, Clone)]
+pub struct Chunks {
+    pub ident: CompletionId,
+    pub include_usage: bool,
+}
+
+impl Chunks {
+    fn event(&self, choices: Value, usage: Option<Value>) -> Vec<u8> {
+        let mut chunk = json!({
+            "id": self.ident.id,
+            "object": "chat.completion.chunk",
+            "created": self.ident.created,
+            "model": self.ident.model,
+            "choices": choices,
+        });
+        if self.include_usage {
+            chunk["usage"] = usage.unwrap_or(Value::Null);
+        }
+        sse::data_event(&chunk.to_string())
+    }
+
+    fn choice(delta: Value, finish: Option<FinishReason>) -> Value {
+        json!([{
+            "index": 0,
+            "delta": delta,
+            "logprobs": null,
+            "finish_reason": finish.map(FinishReason::as_str),
+        }])
+    }
+
+    /// The first event: announces the assistant role with empty content.
+    pub fn role(&self) -> Vec<u8> {
+        self.event(
+            Self::choice(json!({"role": "assistant", "content": ""}), None),
+            None,
+        )
+    }
+
+    /// One content delta.
+    pub fn content(&self, text: &str) -> Vec<u8> {
+        self.event(Self::choice(json!({"content": text}), None), None)
+    }
+
+    /// The event that ends the choice.
+    pub fn finish(&self, reason: FinishReason) -> Vec<u8> {
+        self.event(Self::choice(json!({}), Some(reason)), None)
+    }
+
+    /// The usage event (send only when `include_usage`).
+    pub fn usage(&self, usage: Usage) -> Vec<u8> {
+        self.event(json!([]), Some(usage.to_value()))
+    }
+}
+
+/// A [`Sink`] that sends each delta as a content chunk through `write`,
+/// which must flush so the client sees tokens as they are generated.
+pub struct SseSink<'a, W> {
+    pub chunks: &'a Chunks,
+    pub write: W,
+}
+
+impl<W: FnMut(&[u8]) -> Result<(), Disconnected>> Sink for SseSink<'_, W> {
+    fn text(&mut self, delta: &str) -> Result<(), Disconnected> {
+        (self.write)(&self.chunks.content(delta))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::{generate, Limits, Model, Step};
+    use sandpiper_guest_sdk::nn::NnError;
+
+    fn chunks(include_usage: bool) -> Chunks {
+        Chunks {
+            ident: CompletionId {
+                id: "chatcmpl-x".into(),
+                created: 1,
+                model: "m".into(),
+            },
+            include_usage,
+        }
+    }
+
+    fn parse(event: &[u8]) -> Value {
+        let s = std::str::from_utf8(event).unwrap();
+        let json = s
+            .strip_prefix("data: ")
+            .unwrap()
+            .strip_suffix("\n\n")
+            .unwrap();
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn role_content_finish_usage() {
+        let c = chunks(true);
+        let role = parse(&c.role());
+        assert_eq!(role["object"], "chat.completion.chunk");
+        assert_eq!(
+            role["choices"][0]["delta"],
+            json!({"role": "assistant", "content": ""})
+        );
+        assert_eq!(role["choices"][0]["finish_reason"], Value::Null);
+        assert_eq!(role["usage"], Value::Null);
+        assert!(role.as_object().unwrap().contains_key("usage"));
+
+        let content = parse(&c.content("Hi\n"));
+        assert_eq!(content["choices"][0]["delta"], json!({"content": "Hi\n"}));
+
+        let fin = parse(&c.finish(FinishReason::Length));
+        assert_eq!(fin["choices"][0]["delta"], json!({}));
+        assert_eq!(fin["choices"][0]["finish_reason"], "length");
+
+        let usage = parse(&c.usage(Usage {
+            prompt_tokens: 4,
+            completion_tokens: 6,
+        }));
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(usage["usage"]["total_tokens"], 10);
+    }
+
+    #[test]
+    fn no_usage_field_without_include_usage() {
+        let role = parse(&chunks(false).role());
+        assert!(!role.as_object().unwrap().contains_key("usage"));
+    }
+
+    struct Pieces(Vec<&'static str>);
+
+    impl Model for Pieces {
+        fn step(&mut self, _: &[i32]) -> Result<Step, NnError> {
+            if self.0.is_empty() {
+                return Ok(Step {
+                    token: 2,
+                    bytes: vec![],
+                });
+            }
+            Ok(Step {
+                token: 50,
+                bytes: self.0.remove(0).as_bytes().to_vec(),
+            })
+        }
+    }
+
+    #[test]
+    fn sse_deltas_concatenate_to_whole_content() {
+        let c = chunks(false);
+        let pieces = vec!["Hel", "lo \"", "wor", "ld\"\n", "é", "END", "!"];
+        let limits = Limits {
+            max_new_tokens: 50,
+            eos_token_ids: vec![2],
+            stop: vec!["END".into()],
+        };
+        let mut whole = String::new();
+        generate(&mut Pieces(pieces.clone()), &[1], &limits, &mut whole).unwrap();
+
+        let mut wire = Vec::new();
+        let mut sink = SseSink {
+            chunks: &c,
+            write: |b: &[u8]| {
+                wire.extend_from_slice(b);
+                Ok(())
+            },
+        };
+        generate(&mut Pieces(pieces), &[1], &limits, &mut sink).unwrap();
+        let text = String::from_utf8(wire).unwrap();
+        let streamed: String = text
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                parse(format!("{e}\n\n").as_bytes())["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(streamed, whole);
+        assert_eq!(whole, "Hello \"world\"\né");
+    }
+}

@@ -1,0 +1,113 @@
+//! A GGUF chat model loaded once and shared by every sequence.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use candle_core::quantized::gguf_file;
+use candle_core::Device;
+use candle_transformers::models::quantized_llama::ModelWeights;
+use serde::Serialize;
+
+use crate::sequence::Sequence;
+use crate::tokenizer::GgufTokenizer;
+
+/// What guests need to know to build prompts and stop generating; sent to
+/// them as the `metadata` tensor (see wit/nn-protocol.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub id: String,
+    pub architecture: String,
+    pub context_length: usize,
+    pub vocab_size: usize,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    pub bos_token_id: Option<u32>,
+    /// Every token that ends a turn (`eos` and, where the GGUF names one, `eot`).
+    pub eos_token_ids: Vec<u32>,
+    pub chat_template: Option<String>,
+}
+
+pub struct Model {
+    /// Weights with an empty KV cache; each sequence clones it, which copies
+    /// only `Arc`s to the quantized tensors.
+    pub(crate) weights: ModelWeights,
+    pub(crate) tokenizer: GgufTokenizer,
+    pub(crate) info: ModelInfo,
+    pub(crate) device: Device,
+}
+
+impl Model {
+    /// Loads a GGUF file (llama architecture family) onto the CPU.
+    pub fn load(id: &str, path: &Path) -> Result<Arc<Model>> {
+        let mut file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let ct = gguf_file::Content::read(&mut file)
+            .with_context(|| format!("reading GGUF header of {}", path.display()))?;
+        let tokenizer = GgufTokenizer::from_gguf(&ct)
+            .with_context(|| format!("tokenizer of {}", path.display()))?;
+        let info = model_info(id, &ct, tokenizer.vocab_size());
+        let device = Device::Cpu;
+        let weights = ModelWeights::from_gguf(ct, &mut file, &device)
+            .with_context(|| format!("loading weights of {}", path.display()))?;
+        Ok(Arc::new(Model {
+            weights,
+            tokenizer,
+            info,
+            device,
+        }))
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Special tokens in the text are parsed; no BOS is added.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text)
+    }
+
+    /// The token's text as raw bytes (possibly part of a UTF-8 character);
+    /// empty for control tokens.
+    pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        self.tokenizer.token_bytes(id)
+    }
+
+    /// A fresh sequence with its own KV cache over the shared weights.
+    pub fn new_sequence(self: &Arc<Self>) -> Sequence {
+        Sequence::new(self.clone())
+    }
+}
+
+fn model_info(id: &str, ct: &gguf_file::Content, vocab_size: usize) -> ModelInfo {
+    let md = &ct.metadata;
+    let string = |k: &str| md.get(k).and_then(|v| v.to_string().ok()).cloned();
+    let number = |k: &str| {
+        md.get(k)
+            .and_then(|v| v.to_u32().ok().or(v.to_u64().ok().map(|x| x as u32)))
+    };
+    let architecture = string("general.architecture").unwrap_or_else(|| "llama".into());
+    let context_length = number(&format!("{architecture}.context_length")).unwrap_or(2048) as usize;
+    let token_text = |tid: Option<u32>| -> Option<String> {
+        let tokens = md.get("tokenizer.ggml.tokens")?.to_vec().ok()?;
+        tokens.get(tid? as usize)?.to_string().ok().cloned()
+    };
+    let bos_token_id = number("tokenizer.ggml.bos_token_id");
+    let eos_id = number("tokenizer.ggml.eos_token_id");
+    let mut eos_token_ids: Vec<u32> = [eos_id, number("tokenizer.ggml.eot_token_id")]
+        .into_iter()
+        .flatten()
+        .collect();
+    eos_token_ids.dedup();
+    ModelInfo {
+        id: id.to_string(),
+        architecture,
+        context_length,
+        vocab_size,
+        bos_token: token_text(bos_token_id),
+        eos_token: token_text(eos_id),
+        bos_token_id,
+        eos_token_ids,
+        chat_template: string("tokenizer.chat_template"),
+    }
+}

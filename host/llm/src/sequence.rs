@@ -1,0 +1,83 @@
+//! One generation: its own KV cache and sampler over shared weights.
+
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use candle_transformers::models::quantized_llama::ModelWeights;
+
+use crate::sampler::{Sampler, SamplingParams};
+use crate::{LlmError, Model};
+
+/// Prompts are fed in chunks so the attention scores of a long prompt never
+/// need a `len × len` matrix at once.
+const PREFILL_CHUNK: usize = 256;
+
+pub struct Sequence {
+    model: Arc<Model>,
+    weights: ModelWeights,
+    len: usize,
+    sampler: Sampler,
+}
+
+impl Sequence {
+    pub(crate) fn new(model: Arc<Model>) -> Self {
+        Self {
+            weights: model.weights.clone(),
+            model,
+            len: 0,
+            sampler: Sampler::new(&SamplingParams::default()),
+        }
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Tokens in the KV cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Replaces the sampler (and reseeds it).
+    pub fn set_sampling(&mut self, params: &SamplingParams) {
+        self.sampler = Sampler::new(params);
+    }
+
+    /// Appends `tokens` to the sequence and returns the logits for the next
+    /// position (f32, `[vocab]`).
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<Tensor, LlmError> {
+        if tokens.is_empty() {
+            return Err(LlmError::Empty);
+        }
+        let context_length = self.model.info.context_length;
+        if self.len + tokens.len() > context_length {
+            return Err(LlmError::ContextFull {
+                requested: self.len + tokens.len(),
+                context_length,
+            });
+        }
+        let vocab = self.model.info.vocab_size as u32;
+        if let Some(&bad) = tokens.iter().find(|&&t| t >= vocab) {
+            return Err(LlmError::BadToken(bad));
+        }
+        let mut logits = None;
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            let input = Tensor::new(chunk, &self.model.device)?.unsqueeze(0)?;
+            logits = Some(self.weights.forward(&input, self.len)?);
+            self.len += chunk.len();
+        }
+        let logits = logits.expect("tokens is not empty");
+        Ok(logits.squeeze(0)?.to_dtype(candle_core::DType::F32)?)
+    }
+
+    /// Feeds `tokens` and samples the next token. The sampled token is not
+    /// appended: feed it back to continue.
+    pub fn step(&mut self, tokens: &[u32]) -> Result<u32, LlmError> {
+        let logits = self.feed(tokens)?;
+        Ok(self.sampler.sample(&logits)?)
+    }
+}

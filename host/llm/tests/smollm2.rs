@@ -1,0 +1,127 @@
+//! The candle backend on the real default model (SmolLM2-135M-Instruct Q4_1).
+
+mod common;
+
+use sandpiper_llm::SamplingParams;
+
+/// Reference ids from llama.cpp's tokenizer on the same GGUF (no BOS added,
+/// special tokens parsed).
+#[test]
+fn tokenizer_matches_llama_cpp() {
+    let model = common::model();
+    let cases: &[(&str, &[u32])] = &[
+        ("system", &[9690]),
+        ("Hello, world!", &[19556, 28, 905, 17]),
+        (
+            "The year 2026 has 365 days.",
+            &[
+                504, 713, 216, 34, 32, 34, 38, 553, 216, 35, 38, 37, 2009, 30,
+            ],
+        ),
+        (" café naïve 🚀", &[37366, 15486, 46494, 15107, 244, 218]),
+        (
+            "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n",
+            &[1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198],
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(&model.tokenize(text).unwrap(), want, "tokenizing {text:?}");
+    }
+}
+
+#[test]
+fn token_bytes_round_trip_text() {
+    let model = common::model();
+    let text = " café naïve 🚀 and\nnew lines";
+    let bytes: Vec<u8> = model
+        .tokenize(text)
+        .unwrap()
+        .iter()
+        .flat_map(|&t| model.token_bytes(t).unwrap().to_vec())
+        .collect();
+    assert_eq!(String::from_utf8(bytes).unwrap(), text);
+    // Control tokens carry no text.
+    assert_eq!(model.token_bytes(2), Some(&[][..]));
+}
+
+#[test]
+fn metadata_describes_the_model() {
+    let info = common::model().info().clone();
+    assert_eq!(info.context_length, 8192);
+    assert_eq!(info.vocab_size, 49152);
+    assert!(info.eos_token_ids.contains(&2), "{:?}", info.eos_token_ids);
+    let template = info.chat_template.expect("SmolLM2 ships a chat template");
+    assert!(template.contains("<|im_start|>"));
+}
+
+/// Greedy generation gives llama.cpp's answer on the same GGUF.
+#[test]
+fn greedy_answer_names_paris() {
+    let model = common::model();
+    let prompt = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat is the capital of France? Answer in one sentence.<|im_end|>\n<|im_start|>assistant\n";
+    let mut seq = model.new_sequence();
+    seq.set_sampling(&SamplingParams {
+        temperature: 0.0,
+        ..Default::default()
+    });
+    let mut next = model.tokenize(prompt).unwrap();
+    let mut out = Vec::new();
+    for _ in 0..32 {
+        let t = seq.step(&next).unwrap();
+        if model.info().eos_token_ids.contains(&t) {
+            break;
+        }
+        out.extend_from_slice(model.token_bytes(t).unwrap());
+        next = vec![t];
+    }
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("Paris"), "{text:?}");
+}
+
+#[test]
+fn sequences_share_weights_but_not_state() {
+    let model = common::model();
+    let greedy = SamplingParams {
+        temperature: 0.0,
+        ..Default::default()
+    };
+    let prompt = model
+        .tokenize("<|im_start|>user\nCount to five.<|im_end|>\n<|im_start|>assistant\n")
+        .unwrap();
+    let run = |interleave: bool| {
+        let mut a = model.new_sequence();
+        let mut b = model.new_sequence();
+        a.set_sampling(&greedy);
+        b.set_sampling(&greedy);
+        let (mut na, mut nb) = (
+            prompt.clone(),
+            model
+                .tokenize("<|im_start|>user\nSay hi.<|im_end|>\n")
+                .unwrap(),
+        );
+        let mut out = Vec::new();
+        for _ in 0..8 {
+            let t = a.step(&na).unwrap();
+            out.push(t);
+            na = vec![t];
+            if interleave {
+                nb = vec![b.step(&nb).unwrap()];
+            }
+        }
+        out
+    };
+    assert_eq!(run(false), run(true));
+}
+
+#[test]
+fn context_window_is_enforced() {
+    let model = common::model();
+    let mut seq = model.new_sequence();
+    let too_long = vec![198u32; 8193];
+    let err = seq.feed(&too_long).unwrap_err();
+    assert!(
+        err.to_string().starts_with("context window exceeded"),
+        "{err}"
+    );
+    assert_eq!(seq.len(), 0);
+}

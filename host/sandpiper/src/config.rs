@@ -1,0 +1,71 @@
+//! What `sandpiper serve` is told to do, kept apart from the code that does it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use sandpiper_models::ModelSpec;
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub models: Vec<ModelSpec>,
+    /// Extra or replacement guests: path prefix → component file.
+    pub guests: Vec<GuestRoute>,
+    /// Threads that run guest instances (and so inference). Model calls are
+    /// blocking; keeping them off the HTTP runtime keeps `/health` and other
+    /// requests responsive.
+    pub guest_threads: usize,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct GuestRoute {
+    /// Path prefix such as `/v1/` or `/probe/`.
+    pub prefix: String,
+    pub source: GuestSource,
+}
+
+#[derive(Debug, Clone)]
+pub enum GuestSource {
+    Embedded(&'static str, &'static [u8]),
+    File(PathBuf),
+}
+
+impl GuestRoute {
+    /// Parses `ROUTE=PATH.wasm` as given to `--guest`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let (prefix, path) = s
+            .split_once('=')
+            .with_context(|| format!("--guest expects ROUTE=PATH.wasm, got {s:?}"))?;
+        if !prefix.starts_with('/') {
+            bail!("--guest route must start with '/', got {prefix:?}");
+        }
+        Ok(GuestRoute {
+            prefix: prefix.to_string(),
+            source: GuestSource::File(PathBuf::from(path)),
+        })
+    }
+
+    pub fn name(&self) -> String {
+        match &self.source {
+            GuestSource::Embedded(name, _) => format!("{name} (built in)"),
+            GuestSource::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// The built-in guests, overridden by any configured for the same prefix.
+    pub fn routes(&self) -> Vec<GuestRoute> {
+        let mut routes = self.guests.clone();
+        if !routes.iter().any(|r| r.prefix == "/v1/") {
+            routes.push(GuestRoute {
+                prefix: "/v1/".into(),
+                source: GuestSource::Embedded("chat", crate::guests::CHAT),
+            });
+        }
+        routes
+    }
+}

@@ -1,0 +1,79 @@
+//! Turning configured model specs into loaded models: pull into the store if
+//! needed, load once, register under the model's name for `load-by-name`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use sandpiper_models::{ModelKind, ModelSpec, Progress, Store};
+
+use crate::metrics::Metrics;
+use crate::nn::{Graphs, LlmGraph};
+
+/// A model as clients see it in `/v1/models`.
+#[derive(Debug, Clone)]
+pub struct ServedModel {
+    pub id: String,
+    pub kind: ModelKind,
+    pub owned_by: String,
+    pub created: u64,
+}
+
+/// Everything the host has loaded, shared by all guest instances.
+#[derive(Clone)]
+pub struct LoadedModels {
+    pub graphs: Graphs,
+    pub list: Arc<[ServedModel]>,
+}
+
+pub fn load(
+    specs: &[ModelSpec],
+    store: &Store,
+    progress: Progress,
+    metrics: &Arc<Metrics>,
+) -> Result<LoadedModels> {
+    let mut graphs = HashMap::new();
+    let mut list = Vec::new();
+    for spec in specs {
+        if graphs.contains_key(&spec.name) {
+            bail!("model name {:?} is configured twice", spec.name);
+        }
+        let path = store
+            .ensure(spec, progress)
+            .with_context(|| format!("fetching model {:?} ({})", spec.name, spec.source))?;
+        let started = std::time::Instant::now();
+        let graph = match spec.kind {
+            ModelKind::Chat => {
+                let model = sandpiper_llm::Model::load(&spec.name, &path)
+                    .with_context(|| format!("loading model {:?}", spec.name))?;
+                LlmGraph::new(model, metrics.clone())
+            }
+            other => bail!(
+                "model {:?}: {} models are not served yet",
+                spec.name,
+                other.as_str()
+            ),
+        };
+        tracing::info!(
+            model = %spec.name,
+            path = %path.display(),
+            load_ms = started.elapsed().as_millis() as u64,
+            "model loaded"
+        );
+        graphs.insert(spec.name.clone(), graph);
+        list.push(ServedModel {
+            id: spec.name.clone(),
+            kind: spec.kind,
+            owned_by: "sandpiper".into(),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        });
+    }
+    Ok(LoadedModels {
+        graphs: Graphs::new(graphs),
+        list: list.into(),
+    })
+}

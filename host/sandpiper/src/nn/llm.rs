@@ -1,0 +1,177 @@
+//! The `ggml` backend: GGUF chat models run by `sandpiper_llm` (candle).
+//! The tensor protocol is documented in wit/nn-protocol.md.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use sandpiper_llm::{LlmError, Model, SamplingParams, Sequence};
+use wasmtime_wasi_nn::backend::{
+    BackendError, BackendExecutionContext, BackendFromDir, BackendGraph, BackendInner, Id,
+    NamedTensor,
+};
+use wasmtime_wasi_nn::wit::{ExecutionTarget, GraphEncoding};
+use wasmtime_wasi_nn::{ExecutionContext, Graph, Tensor};
+
+use super::tensor::{bytes, i32s, invalid, to_text, to_tokens};
+use crate::metrics::Metrics;
+
+/// Answers `load` for the `ggml` encoding: models are loaded by the host from
+/// its store, never from bytes a guest holds.
+pub(crate) struct GgmlBackend;
+
+impl BackendInner for GgmlBackend {
+    fn encoding(&self) -> GraphEncoding {
+        GraphEncoding::Ggml
+    }
+
+    fn load(&mut self, _: &[&[u8]], _: ExecutionTarget) -> Result<Graph, BackendError> {
+        Err(invalid(
+            "guests cannot load model bytes; use load-by-name with a served model id",
+        ))
+    }
+
+    fn as_dir_loadable(&mut self) -> Option<&mut dyn BackendFromDir> {
+        None
+    }
+}
+
+/// A loaded chat model as a wasi-nn graph.
+pub struct LlmGraph {
+    model: Arc<Model>,
+    metrics: Arc<Metrics>,
+}
+
+impl LlmGraph {
+    pub fn new(model: Arc<Model>, metrics: Arc<Metrics>) -> Graph {
+        let graph: Box<dyn BackendGraph> = Box::new(LlmGraph { model, metrics });
+        graph.into()
+    }
+}
+
+impl BackendGraph for LlmGraph {
+    fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
+        self.metrics.active_sequences.fetch_add(1, Relaxed);
+        let ctx: Box<dyn BackendExecutionContext> = Box::new(LlmContext {
+            seq: self.model.new_sequence(),
+            metrics: self.metrics.clone(),
+        });
+        Ok(ctx.into())
+    }
+}
+
+/// One sequence: its KV cache lives as long as the guest keeps the context.
+struct LlmContext {
+    seq: Sequence,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for LlmContext {
+    fn drop(&mut self) {
+        self.metrics.active_sequences.fetch_sub(1, Relaxed);
+    }
+}
+
+impl LlmContext {
+    fn metadata(&self) -> Result<Vec<NamedTensor>, BackendError> {
+        let json =
+            serde_json::to_vec(self.seq.model().info()).map_err(|e| invalid(e.to_string()))?;
+        Ok(vec![named("metadata", bytes(json))])
+    }
+
+    fn tokenize(&self, text: &Tensor) -> Result<Vec<NamedTensor>, BackendError> {
+        let text = to_text("tokenize", text)?;
+        let tokens = self
+            .seq
+            .model()
+            .tokenize(text)
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        Ok(vec![named("tokens", i32s(&tokens))])
+    }
+
+    fn step(&mut self, inputs: &[NamedTensor]) -> Result<Vec<NamedTensor>, BackendError> {
+        let mut tokens = None;
+        for input in inputs {
+            match input.name.as_str() {
+                "tokens" => tokens = Some(to_tokens("tokens", &input.tensor)?),
+                "sampling" => {
+                    let params: SamplingParams =
+                        serde_json::from_str(to_text("sampling", &input.tensor)?)
+                            .map_err(|e| invalid(format!("`sampling`: {e}")))?;
+                    self.seq.set_sampling(&params);
+                }
+                other => return Err(invalid(format!("unknown input `{other}`"))),
+            }
+        }
+        let tokens = tokens.ok_or_else(|| invalid("missing input `tokens`"))?;
+        let fed = tokens.len() as u64;
+        match self.seq.step(&tokens) {
+            Ok(next) => {
+                if self.seq.len() as u64 == fed {
+                    self.metrics.prompt_tokens.fetch_add(fed, Relaxed);
+                }
+                self.metrics.tokens_generated.fetch_add(1, Relaxed);
+                let text = self
+                    .seq
+                    .model()
+                    .token_bytes(next)
+                    .unwrap_or_default()
+                    .to_vec();
+                Ok(vec![
+                    named("token", i32s(&[next])),
+                    named("bytes", bytes(text)),
+                ])
+            }
+            // Errors the guest can turn into a client error travel as data: wasi-nn
+            // flattens backend errors to a generic `runtime-error` message.
+            Err(e @ (LlmError::ContextFull { .. } | LlmError::BadToken(_) | LlmError::Empty)) => {
+                let code = match e {
+                    LlmError::ContextFull { .. } => "context_length_exceeded",
+                    _ => "invalid_tokens",
+                };
+                let body = serde_json::json!({"code": code, "message": e.to_string()});
+                Ok(vec![named("error", bytes(body.to_string().into_bytes()))])
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "inference failed");
+                Err(invalid(e.to_string()))
+            }
+        }
+    }
+}
+
+fn named(name: &str, tensor: Tensor) -> NamedTensor {
+    NamedTensor {
+        name: name.to_string(),
+        tensor,
+    }
+}
+
+impl BackendExecutionContext for LlmContext {
+    fn set_input(&mut self, _: Id, _: &Tensor) -> Result<(), BackendError> {
+        Err(invalid(
+            "set-input is the witx API; use compute with named inputs",
+        ))
+    }
+
+    fn get_output(&mut self, _: Id) -> Result<Tensor, BackendError> {
+        Err(invalid(
+            "get-output is the witx API; use compute with named inputs",
+        ))
+    }
+
+    fn compute(
+        &mut self,
+        inputs: Option<Vec<NamedTensor>>,
+    ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
+        let inputs = inputs.ok_or_else(|| invalid("compute needs named inputs"))?;
+        let first = inputs
+            .first()
+            .ok_or_else(|| invalid("compute needs an input"))?;
+        let outputs = match first.name.as_str() {
+            "metadata" => self.metadata()?,
+            "tokenize" => self.tokenize(&first.tensor)?,
+            _ => self.step(&inputs)?,
+        };
+        Ok(Some(outputs))
+    }
+}

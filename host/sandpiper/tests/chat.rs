@@ -1,0 +1,96 @@
+//! Chat completions end to end: HTTP → chat guest → wasi-nn → candle, on the
+//! real default model.
+
+mod common;
+
+use common::{paris_request, streamed_text, Server, MODEL};
+use serde_json::json;
+
+#[test]
+fn answers_paris_streaming_and_not_identically() {
+    let server = Server::start(&[]);
+    let (status, body) = server.post("/v1/chat/completions", &paris_request());
+    assert_eq!(status, 200, "{body}");
+    let text = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.contains("Paris"), "{text:?}");
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], MODEL);
+    assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    let usage = &body["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 10);
+    assert!(usage["completion_tokens"].as_u64().unwrap() >= 5);
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+    );
+
+    let mut streaming = paris_request();
+    streaming["stream"] = json!(true);
+    streaming["stream_options"] = json!({"include_usage": true});
+    let events = server.stream(&streaming);
+    assert_eq!(events[0]["object"], "chat.completion.chunk");
+    assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(
+        streamed_text(&events),
+        text,
+        "streamed deltas differ from the response"
+    );
+    let finish = events
+        .iter()
+        .find_map(|e| e["choices"][0]["finish_reason"].as_str())
+        .unwrap();
+    assert_eq!(finish, "stop");
+    let last = events.last().unwrap();
+    assert_eq!(last["choices"].as_array().unwrap().len(), 0);
+    assert_eq!(last["usage"], body["usage"]);
+}
+
+#[test]
+fn max_tokens_stop_and_seed() {
+    let server = Server::start(&[]);
+    // max_tokens cuts the answer: finish_reason "length", exact token count.
+    let mut req = paris_request();
+    req["max_tokens"] = json!(3);
+    let (status, body) = server.post("/v1/chat/completions", &req);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    assert_eq!(body["usage"]["completion_tokens"], 3);
+
+    // A stop sequence ends the answer and never appears in it.
+    let mut req = paris_request();
+    req["stop"] = json!(["Paris"]);
+    let (status, body) = server.post("/v1/chat/completions", &req);
+    assert_eq!(status, 200, "{body}");
+    let text = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!text.contains("Paris"), "{text:?}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    let mut streaming = req.clone();
+    streaming["stream"] = json!(true);
+    assert_eq!(streamed_text(&server.stream(&streaming)), text);
+
+    // Sampling with a seed reproduces; a different seed is allowed to differ.
+    let sampled = json!({
+        "model": MODEL, "temperature": 1.0, "top_p": 0.95, "seed": 1234, "max_tokens": 24,
+        "messages": [{"role": "user", "content": "Write a short poem about the sea."}],
+    });
+    let (_, a) = server.post("/v1/chat/completions", &sampled);
+    let (_, b) = server.post("/v1/chat/completions", &sampled);
+    assert_eq!(a["choices"][0]["message"], b["choices"][0]["message"]);
+}
+
+#[test]
+fn models_are_listed() {
+    let server = Server::start(&[]);
+    let (status, body) = server.get("/v1/models");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "list");
+    let model = &body["data"][0];
+    assert_eq!(model["id"], MODEL);
+    assert_eq!(model["object"], "model");
+    assert_eq!(model["kind"], "chat");
+    assert!(model["owned_by"].is_string());
+    let (status, one) = server.get(&format!("/v1/models/{MODEL}"));
+    assert_eq!(status, 200);
+    assert_eq!(&one, model);
+}

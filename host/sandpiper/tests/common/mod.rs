@@ -1,0 +1,166 @@
+//! A real `sandpiper serve` process on a free loopback port, for tests that
+//! talk to it over real HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+}
+
+/// Pulls the default model once per test binary (a no-op when the store has it).
+fn ensure_default_model() {
+    static PULL: Once = Once::new();
+    PULL.call_once(|| {
+        let store = sandpiper_models::Store::open_default().expect("model store");
+        store
+            .ensure(
+                &sandpiper_models::catalog::default_chat(),
+                sandpiper_models::Progress::Hide,
+            )
+            .expect("pulling the default chat model");
+    });
+}
+
+impl Server {
+    /// `sandpiper serve` with the default model and any extra arguments.
+    pub fn start(extra: &[&str]) -> Server {
+        ensure_default_model();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sandpiper"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting sandpiper");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stdout.read_line(&mut line).unwrap() == 0 {
+                let status = child.wait().unwrap();
+                panic!("sandpiper exited before listening: {status}");
+            }
+            if let Some(url) = line.trim().strip_prefix("sandpiper listening on ") {
+                let base = url.to_string();
+                // Keep draining stdout so the server never blocks on it.
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+                });
+                return Server { child, base };
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn client() -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()
+            .unwrap()
+    }
+
+    /// POST a raw body; returns status and parsed JSON (Null if not JSON).
+    pub fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
+        let resp = Self::client()
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(path, &body.to_string())
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let resp = Self::client().get(self.url(path)).send().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    /// A streaming chat request: the `data:` payloads, in order, up to `[DONE]`.
+    pub fn stream(&self, body: &Value) -> Vec<Value> {
+        let resp = Self::client()
+            .post(self.url("/v1/chat/completions"))
+            .json(body)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        let mut text = String::new();
+        BufReader::new(resp).read_to_string(&mut text).unwrap();
+        let mut events = Vec::new();
+        let mut done = false;
+        for line in text.lines() {
+            let Some(data) = line.strip_prefix("data: ") else {
+                continue;
+            };
+            assert!(!done, "data after [DONE]");
+            if data == "[DONE]" {
+                done = true;
+                continue;
+            }
+            events.push(serde_json::from_str(data).unwrap());
+        }
+        assert!(done, "stream did not end with [DONE]: {text}");
+        events
+    }
+
+    /// A metric's current value from `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = Self::client()
+            .get(self.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no metric {name}"))
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub const MODEL: &str = "smollm2-135m-instruct";
+
+pub fn paris_request() -> Value {
+    serde_json::json!({
+        "model": MODEL,
+        "temperature": 0,
+        "max_tokens": 40,
+        "messages": [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
+    })
+}
+
+/// The concatenated content deltas of a chat stream.
+pub fn streamed_text(events: &[Value]) -> String {
+    events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect()
+}

