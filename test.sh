@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on the real models: the host workspace (backend, model
 # store, server over real HTTP with real guests) and the guests' own unit tests.
-# Fetches what it needs: the wasm32-wasip2 target, and the default model into
+# Fetches what it needs: the wasm32-wasip2 target, espeak-ng (apt), and the
+# default models (chat, embedding, voice, plus ONNX Runtime for the voice) into
 # the model store ($SANDPIPER_HOME, default ~/.cache/sandpiper) on first run.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -9,6 +10,11 @@ cd "$(dirname "$0")"
 if ! python3 -m pip --version >/dev/null 2>&1; then
     echo "test.sh: python3 with pip is needed to fetch models (Debian: apt-get install python3-pip)" >&2
     exit 1
+fi
+# Speech needs the espeak-ng program (GPL-3, run as a separate process).
+if ! command -v espeak-ng >/dev/null; then
+    if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update && $sudo apt-get install -y espeak-ng
 fi
 # rust-toolchain.toml names the target too; this makes the step visible.
 rustup target add wasm32-wasip2 >/dev/null
@@ -18,3 +24,9 @@ cargo run --locked --quiet -p sandpiper -- pull
 
 cargo test --workspace --locked
 (cd guests && cargo test --locked)
+
+# The official OpenAI client against the server cargo just built.
+venv=target/py-venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/openai/requirements.txt
+SANDPIPER_BIN=target/debug/sandpiper "$venv/bin/python" -m pytest -q tests/openai

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Guests the build produces: (cargo package, artifact file name).
-const GUESTS: &[&str] = &["chat", "sandbox_probe"];
+const GUESTS: &[&str] = &["chat", "embeddings", "speech", "sandbox_probe"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());

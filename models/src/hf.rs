@@ -8,54 +8,81 @@
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use hf_hub::api::sync::ApiBuilder;
+use hf_hub::api::sync::{ApiBuilder, ApiRepo};
 use hf_hub::{Cache, Repo, RepoType};
 
-use crate::{ModelSpec, Progress, Store};
+use crate::store::ModelFile;
+use crate::{Progress, Store};
 
 /// How long the reachability check may take in all, name lookup included.
 const REACH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Copies `file` of `repo` at `revision` into `dest`: from the user's existing Hugging Face
-/// cache if it is there (no network needed), else by downloading it.
+/// Copies each of `files` (their `remote` is the path in the repo) of `repo` at `revision`
+/// into place: from the user's existing Hugging Face cache if it is there (no network
+/// needed), else by downloading it.
 pub(crate) fn pull(
     store: &Store,
-    spec: &ModelSpec,
     repo: &str,
     revision: Option<&str>,
-    file: &str,
-    dest: &Path,
+    files: &[ModelFile],
     progress: Progress,
 ) -> Result<()> {
     let revision = revision.unwrap_or("main");
     let hf_repo = Repo::with_revision(repo.to_owned(), RepoType::Model, revision.to_owned());
-
-    // Reuse what other tools already downloaded; copied, not linked, because that cache may
-    // be pruned under us. A copy that fails verification (an older revision, say) is skipped.
-    if let Some(cached) = Cache::from_env().repo(hf_repo.clone()).get(file) {
-        tracing::info!("copying {repo}@{revision}/{file} from the Hugging Face cache");
-        let copied = File::open(&cached)
-            .with_context(|| format!("cannot open {}", cached.display()))
-            .and_then(|src| {
-                let len = src.metadata().ok().map(|m| m.len());
-                store.install_from_reader(spec, src, dest, len, progress, "copying")
-            });
-        match copied {
-            Ok(()) => return Ok(()),
-            Err(e) => tracing::warn!(
-                "not using {} from the Hugging Face cache: {e:#}; downloading instead",
-                cached.display()
-            ),
-        }
-    }
-
     // hf-hub downloads into a cache of its own layout; point it at a temporary one under the
-    // store, then move the finished blob into our layout.
+    // store, then move the finished blobs into our layout. Set up on the first download.
+    let mut client: Option<(tempfile::TempDir, ApiRepo)> = None;
+    for model_file in files {
+        let file = model_file.remote.as_str();
+        // Reuse what other tools already downloaded; copied, not linked, because that cache
+        // may be pruned under us. A copy that fails verification (an older revision, say) is
+        // skipped.
+        if let Some(cached) = Cache::from_env().repo(hf_repo.clone()).get(file) {
+            tracing::info!("copying {repo}@{revision}/{file} from the Hugging Face cache");
+            let copied = File::open(&cached)
+                .with_context(|| format!("cannot open {}", cached.display()))
+                .and_then(|src| {
+                    let len = src.metadata().ok().map(|m| m.len());
+                    store.install_from_reader(model_file, src, len, progress, "copying")
+                });
+            match copied {
+                Ok(()) => continue,
+                Err(e) => tracing::warn!(
+                    "not using {} from the Hugging Face cache: {e:#}; downloading instead",
+                    cached.display()
+                ),
+            }
+        }
+
+        if client.is_none() {
+            client = Some(connect(store, &hf_repo, file, progress)?);
+        }
+        let (_, api_repo) = client.as_ref().expect("set just above");
+
+        tracing::info!("downloading {repo}@{revision}/{file} from the Hugging Face hub");
+        let pointer = api_repo.download(file).with_context(|| {
+            format!("cannot download {file} from Hugging Face repo {repo}@{revision}")
+        })?;
+        // hf-hub returns a symlink into its blob store; move the blob itself.
+        let blob = std::fs::canonicalize(&pointer)
+            .with_context(|| format!("cannot follow {}", pointer.display()))?;
+        store.install_by_rename(model_file, &blob, progress)?;
+    }
+    Ok(())
+}
+
+/// An hf-hub client downloading into a fresh temporary directory under the store, once the
+/// hub is known to be reachable (probed with the URL of `file`).
+fn connect(
+    store: &Store,
+    hf_repo: &Repo,
+    file: &str,
+    progress: Progress,
+) -> Result<(tempfile::TempDir, ApiRepo)> {
     let download_dir = tempfile::Builder::new()
         .prefix("hf-")
         .tempdir_in(store.tmp_dir()?)
@@ -71,18 +98,9 @@ pub(crate) fn pull(
     let api = builder
         .build()
         .context("cannot set up the Hugging Face client")?;
-    let api_repo = api.repo(hf_repo);
-    let url = api_repo.url(file);
-    check_reachable(&url)?;
-
-    tracing::info!("downloading {repo}@{revision}/{file} from the Hugging Face hub");
-    let pointer = api_repo.download(file).with_context(|| {
-        format!("cannot download {file} from Hugging Face repo {repo}@{revision}")
-    })?;
-    // hf-hub returns a symlink into its blob store; move the blob itself.
-    let blob = std::fs::canonicalize(&pointer)
-        .with_context(|| format!("cannot follow {}", pointer.display()))?;
-    store.install_by_rename(spec, &blob, dest, progress)
+    let api_repo = api.repo(hf_repo.clone());
+    check_reachable(&api_repo.url(file))?;
+    Ok((download_dir, api_repo))
 }
 
 /// Fails within [`REACH_TIMEOUT`] if the host of `url` cannot be resolved or connected to.

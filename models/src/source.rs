@@ -136,7 +136,7 @@ fn bad_chars(s: &str) -> bool {
 }
 
 /// A `/`-separated path inside a package or repo: relative, no `.`/`..`, no empty parts.
-fn check_relative(what: &str, path: &str) -> Result<(), String> {
+pub(crate) fn check_relative(what: &str, path: &str) -> Result<(), String> {
     if path.is_empty() {
         return Err(format!("the {what} path is empty"));
     }

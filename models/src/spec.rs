@@ -49,6 +49,10 @@ impl FromStr for ModelKind {
 
 /// A model the server can serve: its name and where its file comes from.
 ///
+/// Most models are one file (a GGUF). Others need a few more from the same source, such as a
+/// tokenizer and a config beside the weights: those are its [`Companion`]s, pulled and verified
+/// with the primary file, and the model counts as present only when all of them are.
+///
 /// `sha256` and `size` pin the exact bytes. Catalog entries always have them, so a
 /// corrupted or substituted download is caught before it is loaded; ad-hoc references
 /// (`--model NAME=REF`) usually do not, and are trusted as found.
@@ -66,10 +70,35 @@ pub struct ModelSpec {
     /// Expected size of the file in bytes; checked before hashing, and cheaply on every start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// Other files the model needs, from the same source, beside the primary file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub companions: Vec<Companion>,
+}
+
+/// A file a model needs besides its primary file, from the same source (the same wheel, repo
+/// or local directory).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Companion {
+    /// `/`-separated path relative to the primary file's directory: `config.json`,
+    /// `1_Pooling/config.json`. No `..`, no leading `/`.
+    pub path: String,
+    /// Expected SHA-256 of the file, lowercase hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl Companion {
+    /// A companion pinned by its SHA-256 (`None`: trusted as found).
+    pub fn new(path: impl Into<String>, sha256: Option<&str>) -> Self {
+        Companion {
+            path: path.into(),
+            sha256: sha256.map(str::to_owned),
+        }
+    }
 }
 
 impl ModelSpec {
-    /// A spec with no pinned size or hash.
+    /// A spec with no pinned size or hash and no companions.
     pub fn new(name: impl Into<String>, kind: ModelKind, source: Source) -> Self {
         ModelSpec {
             name: name.into(),
@@ -77,6 +106,7 @@ impl ModelSpec {
             source,
             sha256: None,
             size: None,
+            companions: Vec::new(),
         }
     }
 }

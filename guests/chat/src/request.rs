@@ -6,6 +6,7 @@
 //! parameter (`"max_tokens"`, `"messages[2].role"`) and says what was
 //! expected. Unknown fields are ignored, as OpenAI ignores them.
 
+use sandpiper_guest_sdk::params::{describe, missing, positive_integer, present, wrong_type};
 use sandpiper_guest_sdk::ApiError;
 use serde_json::{json, Map, Value};
 
@@ -283,12 +284,6 @@ fn parse_stop(value: Option<&Value>) -> Result<Vec<String>, ApiError> {
     Ok(stops.into_iter().filter(|s| !s.is_empty()).collect())
 }
 
-/// The field's value, treating an explicit `null` like an absent field (as
-/// OpenAI does for optional parameters).
-fn present<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    obj.get(key).filter(|v| !v.is_null())
-}
-
 fn optional_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
     match present(obj, key) {
         None => Ok(None),
@@ -305,54 +300,12 @@ fn optional_number(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, A
     }
 }
 
-fn positive_integer(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
-    match present(obj, key) {
-        None => Ok(None),
-        Some(Value::Number(n)) if n.is_u64() && n.as_u64() != Some(0) => Ok(n.as_u64()),
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Err(ApiError::invalid_request(
-            format!(
-                "Invalid '{key}': integer below minimum value. Expected a value >= 1, but got {n} instead."
-            ),
-        )
-        .with_param(key)
-        .with_code("integer_below_min_value")),
-        Some(other) => Err(wrong_type(key, "an integer", other)),
-    }
-}
-
-fn missing(param: &str) -> ApiError {
-    ApiError::invalid_request(format!("Missing required parameter: '{param}'."))
-        .with_param(param)
-        .with_code("missing_required_parameter")
-}
-
-fn wrong_type(param: &str, expected: &str, got: &Value) -> ApiError {
-    ApiError::invalid_request(format!(
-        "Invalid type for '{param}': expected {expected}, but got {} instead.",
-        describe(got)
-    ))
-    .with_param(param)
-    .with_code("invalid_type")
-}
-
 fn out_of_range(param: &str, got: f64, expected: &str) -> ApiError {
     ApiError::invalid_request(format!(
         "Invalid '{param}': expected a value {expected}, but got {got} instead."
     ))
     .with_param(param)
     .with_code("invalid_value")
-}
-
-fn describe(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(n) if n.is_f64() => "a decimal",
-        Value::Number(_) => "an integer",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

@@ -69,7 +69,12 @@ pub fn render(
         .iter()
         .map(|m| {
             context! {
-                role => m.role.as_str(),
+                // OpenAI's `developer` role is the newer name for `system`;
+                // chat templates only know the latter.
+                role => match m.role {
+                    crate::request::Role::Developer => "system",
+                    _ => m.role.as_str(),
+                },
                 content => m.content.as_str(),
             }
         })
@@ -117,6 +122,21 @@ mod tests {
         assert_eq!(
             out,
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn developer_messages_render_as_system() {
+        let out = render(
+            Some(SMOLLM2),
+            &[msg(Role::Developer, "be brief"), msg(Role::User, "hi")],
+            "",
+            "",
+        )
+        .unwrap();
+        assert!(
+            out.starts_with("<|im_start|>system\nbe brief<|im_end|>\n"),
+            "{out}"
         );
     }
 

@@ -11,6 +11,7 @@
 //! - `http`: outbound `GET http://127.0.0.1:<port>/` through
 //!   `wasi:http/outgoing-handler`.
 //! - `trap`: panics (a trap), so tests can check the server survives it.
+//! - `spin`: loops forever, so tests can check the host stops it.
 //!
 //! The probe logic is plain std/WASI calls; only the HTTP glue is gated on
 //! the guest target.
@@ -155,6 +156,13 @@ mod guest {
                 // Lets the host's tests prove a trapping guest costs one 500,
                 // not the server.
                 panic!("sandbox-probe: trap requested");
+            }
+            if what == "spin" {
+                // A guest that never returns: the host must stop it.
+                let mut n = 0u64;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
             }
             let probe = match what {
                 "fs" => Ok(probe_fs()),

@@ -8,6 +8,8 @@
 //! - [`nn`]: typed wrappers over `wasi:nn` and the tensor encodings of
 //!   `wit/nn-protocol.md`.
 //! - [`models`]: what the host serves (`sandpiper:guest/models`).
+//! - [`params`]: reading request parameters with OpenAI's 400 errors.
+//! - [`base64`]: standard base64, for `encoding_format: "base64"` bodies.
 //! - [`sse`]: server-sent-event framing for streamed responses.
 //! - [`log`]: one-line logging to stderr that can never fail a request.
 //! - [`http`]: URL helpers and (guest target only) reading the request body
@@ -19,6 +21,7 @@
 //! that calls an import is gated on `target_arch = "wasm32"`, where the
 //! imports exist.
 
+pub mod base64;
 #[cfg(target_arch = "wasm32")]
 mod bindings;
 pub mod error;
@@ -28,6 +31,7 @@ pub mod ids;
 pub mod log;
 pub mod models;
 pub mod nn;
+pub mod params;
 pub mod sse;
 #[cfg(target_arch = "wasm32")]
 pub mod time;

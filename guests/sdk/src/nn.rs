@@ -107,6 +107,31 @@ impl Tensor {
             .collect())
     }
 
+    /// An `FP32 [k]` tensor, little-endian.
+    pub fn f32s(values: &[f32]) -> Self {
+        Self {
+            dims: vec![values.len() as u32],
+            ty: TensorType::Fp32,
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    /// Reads an `FP32` tensor back as values.
+    pub fn to_f32s(&self) -> Result<Vec<f32>, NnError> {
+        if self.ty != TensorType::Fp32 || !self.data.len().is_multiple_of(4) {
+            return Err(NnError::protocol(format!(
+                "expected an FP32 tensor, got {:?} with {} bytes",
+                self.ty,
+                self.data.len()
+            )));
+        }
+        Ok(self
+            .data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
     /// Takes the bytes of a `U8` tensor.
     pub fn into_bytes(self) -> Result<Vec<u8>, NnError> {
         if self.ty != TensorType::U8 {
@@ -270,6 +295,15 @@ mod tests {
         assert_eq!(t.dims, vec![3]);
         assert_eq!(&t.data[..4], &[1, 0, 0, 0]);
         assert_eq!(t.to_i32s().unwrap(), vec![1, -2, 49151]);
+    }
+
+    #[test]
+    fn f32_tensor_round_trips_little_endian() {
+        let t = Tensor::f32s(&[1.0, -0.5]);
+        assert_eq!((t.dims.clone(), t.ty), (vec![2], TensorType::Fp32));
+        assert_eq!(&t.data[..4], &1.0f32.to_le_bytes());
+        assert_eq!(t.to_f32s().unwrap(), vec![1.0, -0.5]);
+        assert!(Tensor::i32s(&[1]).to_f32s().is_err());
     }
 
     #[test]

@@ -32,7 +32,9 @@ fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> Duration {
 }
 
 fn main() -> anyhow::Result<()> {
-    let path = std::env::args().nth(1).expect("usage: placement_costs MODEL.gguf");
+    let path = std::env::args()
+        .nth(1)
+        .expect("usage: placement_costs MODEL.gguf");
     let mut file = std::fs::File::open(&path)?;
     let ct = gguf_file::Content::read(&mut file)?;
 
@@ -45,9 +47,14 @@ fn main() -> anyhow::Result<()> {
     println!("tokenize a 42-token prompt in the host: {tokenize:?}");
 
     let vocab = model.info().vocab_size;
-    let logits: Vec<f32> = (0..vocab).map(|i| ((i * 7919) % 1000) as f32 / 100.0).collect();
+    let logits: Vec<f32> = (0..vocab)
+        .map(|i| ((i * 7919) % 1000) as f32 / 100.0)
+        .collect();
     let copy = time(200, || logits.clone());
-    println!("copy one logits vector ({vocab} f32, {} KiB): {copy:?}", vocab * 4 / 1024);
+    println!(
+        "copy one logits vector ({vocab} f32, {} KiB): {copy:?}",
+        vocab * 4 / 1024
+    );
     let top_p = time(50, || {
         let mut idx: Vec<u32> = (0..vocab as u32).collect();
         idx.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));

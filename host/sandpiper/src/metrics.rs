@@ -13,6 +13,10 @@ pub struct Metrics {
     pub active_sequences: AtomicU64,
     pub tokens_generated: AtomicU64,
     pub prompt_tokens: AtomicU64,
+    /// Tokens fed to embedding models.
+    pub embedding_tokens: AtomicU64,
+    /// Audio samples synthesised by speech voices.
+    pub speech_samples: AtomicU64,
     pub instantiate_micros_total: AtomicU64,
     pub instantiations: AtomicU64,
 }
@@ -61,6 +65,18 @@ impl Metrics {
             "counter",
             "Prompt tokens fed to chat models.",
             self.prompt_tokens.load(Relaxed),
+        );
+        put(
+            "sandpiper_embedding_tokens_total",
+            "counter",
+            "Tokens fed to embedding models.",
+            self.embedding_tokens.load(Relaxed),
+        );
+        put(
+            "sandpiper_speech_samples_total",
+            "counter",
+            "Audio samples synthesised by speech voices.",
+            self.speech_samples.load(Relaxed),
         );
         put(
             "sandpiper_guest_instantiations_total",

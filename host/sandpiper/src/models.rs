@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use sandpiper_models::{ModelKind, ModelSpec, Progress, Store};
 
 use crate::metrics::Metrics;
-use crate::nn::{Graphs, LlmGraph};
+use crate::nn::{EmbedGraph, Graphs, LlmGraph, VoiceGraph};
 
 /// A model as clients see it in `/v1/models`.
 #[derive(Debug, Clone)]
@@ -49,11 +49,27 @@ pub fn load(
                     .with_context(|| format!("loading model {:?}", spec.name))?;
                 LlmGraph::new(model, metrics.clone())
             }
-            other => bail!(
-                "model {:?}: {} models are not served yet",
-                spec.name,
-                other.as_str()
-            ),
+            ModelKind::Speech => {
+                // The voice's `.onnx.json` is its companion (or, for a local
+                // `voice.onnx`, the `voice.onnx.json` beside it).
+                let config = spec
+                    .companions
+                    .iter()
+                    .find(|c| c.path.ends_with(".json"))
+                    .map(|c| store.companion_path(spec, c))
+                    .unwrap_or_else(|| path.with_extension("onnx.json"));
+                let library = sandpiper_voice::runtime::locate(None, store, progress)?;
+                let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+                let voice =
+                    sandpiper_voice::Voice::load(&spec.name, &path, &config, &library, parallel)
+                        .with_context(|| format!("loading voice {:?}", spec.name))?;
+                VoiceGraph::new(Arc::new(voice), metrics.clone())
+            }
+            ModelKind::Embedding => {
+                let model = sandpiper_embed::Embedder::load(&spec.name, &path)
+                    .with_context(|| format!("loading model {:?}", spec.name))?;
+                EmbedGraph::new(Arc::new(model), metrics.clone())
+            }
         };
         tracing::info!(
             model = %spec.name,

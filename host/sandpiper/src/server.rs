@@ -20,6 +20,7 @@ pub struct App {
     pub sandbox: Arc<Sandbox>,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
+    pub api_key: Option<String>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -50,6 +51,9 @@ pub fn error(status: StatusCode, kind: &str, code: &str, message: impl Into<Stri
 }
 
 async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
+    if let Some(denied) = check_api_key(&app, &req) {
+        return denied;
+    }
     let path = req.uri().path().to_string();
     let Some(route) = app.sandbox.route(&path) else {
         return error(
@@ -97,6 +101,43 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
             )
         }
     }
+}
+
+/// With an API key configured, a request without it gets OpenAI's 401.
+fn check_api_key(app: &App, req: &Request) -> Option<Response> {
+    let want = app.api_key.as_deref()?;
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    // Compare without an early exit so timing does not reveal the key's prefix.
+    let matches = given.is_some_and(|g| {
+        g.len() == want.len()
+            && g.bytes()
+                .zip(want.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if matches {
+        return None;
+    }
+    let message = match given {
+        None => "You didn't provide an API key. Send it as `Authorization: Bearer KEY`.",
+        Some(_) => "Incorrect API key provided.",
+    };
+    let mut resp = error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_request_error",
+        "invalid_api_key",
+        message,
+    );
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    Some(resp)
 }
 
 fn too_large(limit: usize) -> Response {

@@ -133,3 +133,48 @@ fn a_trapping_guest_costs_one_500() {
     assert_eq!(status, 200, "{body}");
     assert_healthy(&server);
 }
+
+#[test]
+fn an_api_key_is_required_when_configured() {
+    let server = Server::start(&["--api-key", "sk-test-123"]);
+    let client = Server::client();
+    let models = server.url("/v1/models");
+    for auth in [None, Some("Bearer wrong"), Some("sk-test-123")] {
+        let mut req = client.get(&models);
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth);
+        }
+        let resp = req.send().unwrap();
+        assert_eq!(resp.status().as_u16(), 401, "{auth:?}");
+        let body: Value = resp.json().unwrap();
+        assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
+    }
+    let resp = client
+        .get(&models)
+        .header("authorization", "Bearer sk-test-123")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    // Health checks stay open for load balancers and probes.
+    assert_eq!(
+        client
+            .get(server.url("/health"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+}
+
+#[test]
+fn a_guest_that_never_returns_is_stopped() {
+    let probe = format!("/probe/={}", sandpiper::guests::SANDBOX_PROBE_PATH);
+    // A small budget so the test is quick; chat requests still fit in it.
+    let server = Server::start(&["--guest", &probe, "--guest-fuel", "2000000000"]);
+    let started = std::time::Instant::now();
+    let (status, body) = server.get("/probe/spin");
+    assert_error(status, &body, 500, None);
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    assert_healthy(&server);
+}

@@ -2,12 +2,16 @@
 //! backends that run them. Guests only `load-by-name`; weights never cross
 //! into the sandbox.
 
+mod embed;
 mod llm;
 mod registry;
 mod tensor;
+mod voice;
 
+pub use embed::EmbedGraph;
 pub use llm::LlmGraph;
 pub use registry::Graphs;
+pub use voice::VoiceGraph;
 
 use wasmtime_wasi_nn::wit::WasiNnCtx;
 

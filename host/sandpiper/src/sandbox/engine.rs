@@ -21,6 +21,9 @@ pub(crate) fn engine() -> Result<Engine> {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
+        // Fuel bounds the wasm work of one request, so a guest stuck in a loop
+        // traps instead of holding a guest thread forever.
+        .consume_fuel(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         // Reserve only what a guest may use, not 4 GiB per slot, so the pool
         // fits under address-space limits on small boards.

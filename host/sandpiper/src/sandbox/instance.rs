@@ -6,18 +6,20 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use tokio::sync::oneshot;
-use wasmtime::component::Component;
 use wasmtime::{Engine, Store};
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::{HyperIncomingBody, HyperOutgoingBody};
 use wasmtime_wasi_http::WasiHttpView;
 
-use super::engine;
 use super::state::GuestState;
+use super::{compile, engine};
 use crate::config::{GuestRoute, GuestSource};
 use crate::metrics::Metrics;
 use crate::models::LoadedModels;
+
+/// Wasm instructions between voluntary yields of a running guest.
+const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
 
 /// Why a request got no response from its guest.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,9 @@ pub struct Sandbox {
     /// Guests run here, not on the HTTP runtime: wasi-nn calls block their
     /// thread for as long as inference takes.
     runtime: tokio::runtime::Handle,
+    /// Wasm instructions one request may execute (time in wasi-nn calls is
+    /// not counted).
+    fuel: u64,
 }
 
 impl Sandbox {
@@ -53,18 +58,23 @@ impl Sandbox {
         models: LoadedModels,
         metrics: Arc<Metrics>,
         runtime: tokio::runtime::Handle,
+        compiled_cache: Option<&std::path::Path>,
+        fuel: u64,
     ) -> Result<Self> {
         let engine = engine::engine()?;
         let linker = engine::linker(&engine)?;
         let mut compiled = Vec::new();
         for route in routes {
             let started = Instant::now();
-            let component = match &route.source {
-                GuestSource::Embedded(_, bytes) => Component::new(&engine, bytes),
-                GuestSource::File(path) => Component::from_file(&engine, path),
-            }
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("compiling guest {}", route.name()))?;
+            let wasm = match &route.source {
+                GuestSource::Embedded(_, bytes) => std::borrow::Cow::Borrowed(*bytes),
+                GuestSource::File(path) => std::borrow::Cow::Owned(
+                    std::fs::read(path)
+                        .with_context(|| format!("reading guest {}", path.display()))?,
+                ),
+            };
+            let component = compile::component(&engine, &wasm, compiled_cache)
+                .with_context(|| format!("compiling guest {}", route.name()))?;
             let pre = linker
                 .instantiate_pre(&component)
                 .and_then(ProxyPre::new)
@@ -90,6 +100,7 @@ impl Sandbox {
             models,
             metrics,
             runtime,
+            fuel,
         })
     }
 
@@ -134,6 +145,10 @@ impl Sandbox {
         let _active = Active::new(&self.metrics);
         let started = Instant::now();
         let mut store = Store::new(&self.engine, GuestState::new(&self.models));
+        store.set_fuel(self.fuel)?;
+        // Yield to the guest runtime now and then, so one busy guest cannot
+        // starve the others scheduled on its thread.
+        store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))?;
         let req = store
             .data_mut()
             .http()

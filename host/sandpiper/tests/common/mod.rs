@@ -14,7 +14,7 @@ pub struct Server {
     pub base: String,
 }
 
-/// Pulls the default model once per test binary (a no-op when the store has it).
+/// Pulls the default models once per test binary (a no-op when the store has them).
 fn ensure_default_model() {
     static PULL: Once = Once::new();
     PULL.call_once(|| {
@@ -25,6 +25,20 @@ fn ensure_default_model() {
                 sandpiper_models::Progress::Hide,
             )
             .expect("pulling the default chat model");
+        store
+            .ensure(
+                &sandpiper_models::catalog::default_embedding(),
+                sandpiper_models::Progress::Hide,
+            )
+            .expect("pulling the default embedding model");
+        store
+            .ensure(
+                &sandpiper_models::catalog::default_voice(),
+                sandpiper_models::Progress::Hide,
+            )
+            .expect("pulling the default voice");
+        sandpiper_voice::runtime::locate(None, &store, sandpiper_models::Progress::Hide)
+            .expect("pulling ONNX Runtime for the voice");
     });
 }
 
