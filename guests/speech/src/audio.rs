@@ -1,18 +1,21 @@
-//! Samples → bytes in the response formats: 16-bit PCM, WAV and FLAC.
+//! Samples → bytes in the response formats: 16-bit PCM, WAV, FLAC and Ogg Opus.
 
 use crate::flac::FlacEncoder;
+use crate::opus::OggOpusEncoder;
 
-/// The formats this guest produces. `mp3`, `opus` and `aac` need encoders
-/// that are GPL or patent-encumbered C code, so they are refused.
+/// The formats this guest produces. `mp3` and `aac` are refused: mp3's usual
+/// encoder, LAME, is LGPL C code the guest does not include, and AAC's
+/// encoders are patent-licensed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Wav,
     Pcm,
     Flac,
+    Opus,
 }
 
 /// The names `response_format` accepts, for error messages.
-pub const FORMAT_NAMES: &str = "wav, pcm, flac";
+pub const FORMAT_NAMES: &str = "wav, pcm, flac, opus";
 
 impl Format {
     pub fn parse(s: &str) -> Option<Format> {
@@ -20,6 +23,7 @@ impl Format {
             "wav" => Some(Format::Wav),
             "pcm" => Some(Format::Pcm),
             "flac" => Some(Format::Flac),
+            "opus" => Some(Format::Opus),
             _ => None,
         }
     }
@@ -29,6 +33,7 @@ impl Format {
             Format::Wav => "wav",
             Format::Pcm => "pcm",
             Format::Flac => "flac",
+            Format::Opus => "opus",
         }
     }
 
@@ -38,6 +43,8 @@ impl Format {
             // Raw 16-bit little-endian mono; the rate is in `x-sample-rate`.
             Format::Pcm => "audio/pcm",
             Format::Flac => "audio/flac",
+            // Ogg Opus (RFC 7845), under the type OpenAI sends for `opus`.
+            Format::Opus => "audio/opus",
         }
     }
 }
@@ -93,6 +100,7 @@ pub enum Encoder {
     },
     Pcm,
     Flac(FlacEncoder),
+    Opus(Box<OggOpusEncoder>),
 }
 
 impl Encoder {
@@ -108,6 +116,7 @@ impl Encoder {
             },
             Format::Pcm => Encoder::Pcm,
             Format::Flac => Encoder::Flac(FlacEncoder::new(sample_rate)),
+            Format::Opus => Encoder::Opus(Box::new(OggOpusEncoder::new(sample_rate))),
         }
     }
 
@@ -132,6 +141,7 @@ impl Encoder {
             }
             Encoder::Pcm => pcm_bytes(samples),
             Encoder::Flac(f) => f.push(samples),
+            Encoder::Opus(o) => o.push(samples),
         }
     }
 
@@ -149,6 +159,7 @@ impl Encoder {
             } => wav_header(sample_rate, None),
             Encoder::WavStreamed { .. } | Encoder::Pcm => Vec::new(),
             Encoder::Flac(f) => f.finish(),
+            Encoder::Opus(o) => o.finish(),
         }
     }
 }

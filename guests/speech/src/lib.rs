@@ -5,7 +5,7 @@
 //! The voices are wasi:nn graphs in the host (`wit/nn-protocol.md`, "Speech
 //! voices"): this guest normalises the text ([`normalize`]), splits it into
 //! sentences, has the host speak each one, and encodes and streams the audio
-//! ([`audio`], [`flac`]) as each sentence is ready.
+//! ([`audio`], [`flac`], [`opus`]) as each sentence is ready.
 //!
 //! Everything but [`handler`] and [`speak`] is pure and tested off-wasm.
 
@@ -15,7 +15,9 @@ pub mod flac;
 mod handler;
 pub mod normalize;
 pub mod numbers;
+pub mod opus;
 pub mod request;
+pub mod resample;
 pub mod routes;
 #[cfg(target_arch = "wasm32")]
 mod speak;

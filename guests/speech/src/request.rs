@@ -66,8 +66,10 @@ pub fn parse(body: &[u8]) -> Result<SpeechRequest, ApiError> {
     let format = match optional_string(obj, "response_format")? {
         None => Format::Wav,
         Some(f) => Format::parse(f).ok_or_else(|| {
-            let why = if matches!(f, "mp3" | "opus" | "aac") {
-                format!("'{f}' is not available on this server (its encoders are GPL or patent-encumbered C code)")
+            let why = if f == "mp3" {
+                "'mp3' is not produced by this server (its usual encoder, LAME, is LGPL C code, which its WebAssembly guests do not include)".to_string()
+            } else if f == "aac" {
+                "'aac' is not produced by this server (AAC encoders are patent-licensed)".to_string()
             } else {
                 format!("'{f}' is not a supported format")
             };
@@ -170,7 +172,16 @@ mod tests {
         }
         assert!(err(r#"{"input": "hi", "response_format": "mp3"}"#)
             .message
-            .contains("wav, pcm, flac"));
+            .contains("wav, pcm, flac, opus"));
+        assert!(err(r#"{"input": "hi", "response_format": "aac"}"#)
+            .message
+            .contains("patent"));
+        assert_eq!(
+            parse(br#"{"input": "hi", "response_format": "opus"}"#)
+                .unwrap()
+                .format,
+            Format::Opus
+        );
         assert_eq!(err("not json").code.as_deref(), Some("invalid_json"));
         // Exactly the limit is fine.
         let max = format!(r#"{{"input": "{}"}}"#, "é".repeat(4096));

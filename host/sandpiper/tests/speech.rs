@@ -165,6 +165,89 @@ fn each_format_decodes_with_the_right_headers() {
         .any(|m| m["id"] == VOICE && m["kind"] == "speech"));
 }
 
+/// Ogg Opus → 48 kHz samples, decoded by libopus's `opusdec` (Debian
+/// `opus-tools`, installed by test.sh): a decoder independent of our encoder.
+fn opusdec(ogg: &[u8]) -> Vec<i16> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("opusdec")
+        .args(["--quiet", "--rate", "48000", "-", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("opusdec (Debian: apt-get install opus-tools)");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = ogg.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "opusdec: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pcm_samples(&out.stdout)
+}
+
+#[test]
+fn opus_decodes_with_libopus_to_the_length_of_the_wav() {
+    let server = server();
+    let wav = speak(&server, &json!({"input": TEXT, "response_format": "wav"}));
+    assert_eq!(wav.status, 200);
+    let wav_s = (wav.body.len() - 44) as f64 / 2.0 / f64::from(RATE);
+
+    let a = speak(&server, &json!({"input": TEXT, "response_format": "opus"}));
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(header(&a, "content-type"), "audio/opus");
+    assert_eq!(&a.body[..4], b"OggS");
+    // OpusHead states the voice's own rate as the input rate.
+    assert_eq!(&a.body[28..36], b"OpusHead");
+    assert_eq!(u32::from_le_bytes(a.body[40..44].try_into().unwrap()), RATE);
+    let samples = opusdec(&a.body);
+    let opus_s = samples.len() as f64 / 48000.0;
+    assert!(
+        (opus_s / wav_s - 1.0).abs() < 0.10,
+        "opus {opus_s:.2} s vs wav {wav_s:.2} s"
+    );
+    assert!(rms(&samples) > 500.0, "silent (rms {:.0})", rms(&samples));
+    // Far smaller than the PCM it carries (32 kb/s against 353 kb/s).
+    assert!(a.body.len() * 5 < wav.body.len(), "{} bytes", a.body.len());
+
+    // In SSE, the deltas put together are the same kind of stream.
+    let resp = Server::client()
+        .post(server.url("/v1/audio/speech"))
+        .json(&json!({"input": TEXT, "response_format": "opus", "stream_format": "sse"}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut ogg = Vec::new();
+    let mut deltas = 0;
+    for line in resp.text().unwrap().lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let event: Value = serde_json::from_str(data).unwrap();
+        if event["type"] == "speech.audio.delta" {
+            deltas += 1;
+            ogg.extend(
+                base64::engine::general_purpose::STANDARD
+                    .decode(event["audio"].as_str().unwrap())
+                    .unwrap(),
+            );
+        }
+    }
+    // Headers and a page or more per sentence, as they are spoken.
+    assert!(deltas >= 3, "{deltas} deltas");
+    let sse = opusdec(&ogg);
+    assert!(
+        (sse.len() as f64 / 48000.0 / wav_s - 1.0).abs() < 0.10,
+        "sse opus {:.2} s vs wav {wav_s:.2} s",
+        sse.len() as f64 / 48000.0
+    );
+    assert!(rms(&sse) > 500.0, "sse: silent");
+}
+
 #[test]
 fn speed_scales_duration_inversely() {
     let server = server();
@@ -280,7 +363,12 @@ fn bad_inputs_are_400s_naming_the_param_and_the_server_keeps_serving() {
         (
             json!({"input": "hi", "response_format": "mp3"}),
             "response_format",
-            "wav, pcm, flac",
+            "wav, pcm, flac, opus",
+        ),
+        (
+            json!({"input": "hi", "response_format": "aac"}),
+            "response_format",
+            "patent",
         ),
         (
             json!({"input": "hi", "stream_format": "radio"}),

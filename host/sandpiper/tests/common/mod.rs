@@ -44,6 +44,8 @@ fn ensure_default_model() {
 
 impl Server {
     /// `sandpiper serve` with the default model and any extra arguments.
+    /// (The child is waited for in `Drop`.)
+    #[allow(clippy::zombie_processes)]
     pub fn start(extra: &[&str]) -> Server {
         ensure_default_model();
         let mut child = Command::new(env!("CARGO_BIN_EXE_sandpiper"))
