@@ -81,6 +81,61 @@ def test_roles_parts_stop_and_seed(client):
     assert short.usage.completion_tokens == 2
 
 
+def test_logprobs_parse(client):
+    reply = client.chat.completions.create(
+        model=CHAT, messages=PARIS, temperature=0, max_tokens=20, logprobs=True, top_logprobs=3)
+    choice = reply.choices[0]
+    content = choice.logprobs.content
+    assert "".join(t.token for t in content) == choice.message.content
+    for t in content:
+        assert t.logprob <= 0
+        assert bytes(t.bytes).decode() == t.token
+        assert len(t.top_logprobs) == 3
+        assert [a.logprob for a in t.top_logprobs] == sorted((a.logprob for a in t.top_logprobs), reverse=True)
+        assert t.top_logprobs[0].token == t.token  # greedy
+    plain = client.chat.completions.create(model=CHAT, messages=PARIS, temperature=0, max_tokens=20)
+    assert plain.choices[0].logprobs is None
+
+    stream = client.chat.completions.create(
+        model=CHAT, messages=PARIS, temperature=0, max_tokens=20, logprobs=True, top_logprobs=3,
+        stream=True)
+    streamed = [t for c in stream if c.choices and c.choices[0].logprobs
+                for t in c.choices[0].logprobs.content]
+    assert [t.token for t in streamed] == [t.token for t in content]
+
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=CHAT, messages=PARIS, top_logprobs=2)
+    assert e.value.param == "top_logprobs"
+
+
+def test_logit_bias_and_penalties(client):
+    eos = "2"  # <|im_end|> in SmolLM2's vocabulary
+    # Banning the end-of-turn token makes the model write until max_tokens.
+    banned = client.chat.completions.create(
+        model=CHAT, messages=PARIS, temperature=0, max_tokens=60, logit_bias={eos: -100})
+    assert banned.choices[0].finish_reason == "length"
+    assert banned.usage.completion_tokens == 60
+    # Forcing it ends the answer at once.
+    forced = client.chat.completions.create(
+        model=CHAT, messages=PARIS, temperature=0, max_tokens=20, logit_bias={eos: 100})
+    assert forced.choices[0].message.content == ""
+    assert forced.choices[0].finish_reason == "stop"
+
+    repeat = [{"role": "user", "content": "List the word apple over and over."}]
+    plain = client.chat.completions.create(model=CHAT, messages=repeat, temperature=0, max_tokens=40)
+    penalised = client.chat.completions.create(
+        model=CHAT, messages=repeat, temperature=0, max_tokens=40, frequency_penalty=2.0)
+    count = lambda r: r.choices[0].message.content.lower().count("apple")
+    assert count(penalised) * 2 <= count(plain)
+
+    for kwargs in [dict(frequency_penalty=3), dict(logit_bias={"x": 1}), dict(logit_bias={"2": 101}),
+                   dict(tools=[{"type": "function", "function": {"name": "f"}}]),
+                   dict(response_format={"type": "json_object"})]:
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model=CHAT, messages=PARIS, **kwargs)
+        assert e.value.param == next(iter(kwargs))
+
+
 def test_chat_errors_are_typed(client):
     with pytest.raises(openai.NotFoundError) as e:
         client.chat.completions.create(model="no-such-model", messages=PARIS)

@@ -1,7 +1,8 @@
 //! One `POST /v1/chat/completions` on the guest target: validate, prompt,
 //! generate through `wasi:nn`, respond whole or streamed, log one line.
 
-use crate::generate::{generate, token_budget, GenError, Limits, Model, Outcome, Step};
+use crate::generate::{generate, token_budget, Collected, GenError, Limits, Model, Outcome, Step};
+use crate::logprobs::StepLogprobs;
 use crate::metadata::ModelMetadata;
 use crate::request::{self, ChatRequest};
 use crate::response::{completion, CompletionId, Usage};
@@ -85,6 +86,9 @@ fn prepare(chat: &ChatRequest) -> Result<Session, ApiError> {
                 .with_param("messages"),
         );
     }
+    if let Some(vocab_size) = meta.vocab_size {
+        chat.check_vocab(vocab_size)?;
+    }
     let max_new_tokens = token_budget(prompt.len() as u64, meta.context_length, chat.max_tokens)?;
     Ok(Session {
         _graph: graph,
@@ -150,11 +154,18 @@ fn whole(
     ident: CompletionId,
     out: ResponseOutparam,
 ) {
-    let mut content = String::new();
-    match generate(model, &session.prompt, &session.limits, &mut content) {
+    let mut out_text = Collected::default();
+    match generate(model, &session.prompt, &session.limits, &mut out_text) {
         Ok(outcome) => {
             let usage = usage(session, &outcome);
-            let body = completion(&ident, &content, outcome.finish_reason, usage);
+            let logprobs = chat.logprobs.then_some(out_text.logprobs.as_slice());
+            let body = completion(
+                &ident,
+                &out_text.content,
+                logprobs,
+                outcome.finish_reason,
+                usage,
+            );
             respond_json(out, 200, &body.to_string());
             log_done(chat, 200, session, model, Some(outcome), "");
         }
@@ -180,6 +191,7 @@ fn stream(
     let chunks = Chunks {
         ident,
         include_usage: chat.include_usage,
+        logprobs: chat.logprobs,
     };
     let head = [
         ("content-type", "text/event-stream"),
@@ -324,12 +336,22 @@ impl Model for NnModel<'_> {
             .first()
             .ok_or_else(|| NnError::protocol("`token` output is empty"))?;
         let bytes = out.take("bytes")?.into_bytes()?;
+        let logprobs = match out.take("logprobs") {
+            Ok(tensor) => {
+                Some(StepLogprobs::parse(&tensor.into_bytes()?).map_err(NnError::protocol)?)
+            }
+            Err(_) => None,
+        };
         let now = time::monotonic_ns();
         if self.steps == 0 {
             self.first_done_ns = now;
         }
         self.last_done_ns = now;
         self.steps += 1;
-        Ok(Step { token, bytes })
+        Ok(Step {
+            token,
+            bytes,
+            logprobs,
+        })
     }
 }

@@ -5,7 +5,28 @@
 //! serves streamed and whole responses, and so it can be tested off-wasm with
 //! a scripted model. That the streamed deltas concatenate to exactly the
 //! non-streamed content follows from both using this one function.
+//!
+//! Log-probabilities (when the request asked for them) travel with the text:
+//! each sampled token's entry goes to the sink with the first delta that
+//! completes the token's text, so streamed entries concatenate to the
+//! non-streamed ones. The rules at the edges:
+//! - A token whose bytes end inside a UTF-8 character waits with it: its
+//!   entry goes with the delta that delivers the completed character.
+//! - Text held back as a possible stop-sequence prefix holds back its tokens'
+//!   entries too.
+//! - When a stop sequence cuts the text, tokens wholly inside the cut text
+//!   (or after it) are not listed; a token straddling the cut is listed with
+//!   `token` and `bytes` trimmed to the part that was output, with its own
+//!   logprob. Such an entry may arrive in a last delta with empty text when
+//!   its visible part was already sent.
+//! - End-of-sequence tokens are not listed (their text is not output).
+//! - When generation ends without a stop sequence, every remaining entry is
+//!   sent with the final delta, including a token whose unfinished character
+//!   was dropped.
 
+use std::collections::VecDeque;
+
+use crate::logprobs::{StepLogprobs, TokenLogprob};
 use crate::stop::StopMatcher;
 use crate::utf8::Utf8Decoder;
 use sandpiper_guest_sdk::http::Disconnected;
@@ -13,12 +34,14 @@ use sandpiper_guest_sdk::nn::{ErrorCode, NnError};
 use sandpiper_guest_sdk::ApiError;
 
 /// What one `tokens` compute returned.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Step {
     /// The sampled token; not yet in the sequence.
     pub token: i32,
     /// Its text as raw bytes (may be part of a UTF-8 character, or empty).
     pub bytes: Vec<u8>,
+    /// Present when the sampling parameters asked for log-probabilities.
+    pub logprobs: Option<StepLogprobs>,
 }
 
 /// A sequence that can be extended and sampled from.
@@ -30,16 +53,125 @@ pub trait Model {
 
 /// Where generated text goes, as soon as it is final.
 pub trait Sink {
-    /// Receives a non-empty piece of output. `Err` means the client is gone
+    /// Receives a piece of output and the log-probabilities of the tokens
+    /// it completes (empty unless asked for). `delta` is non-empty except in
+    /// a last call that only carries entries. `Err` means the client is gone
     /// and generation must stop.
-    fn text(&mut self, delta: &str) -> Result<(), Disconnected>;
+    fn text(&mut self, delta: &str, logprobs: &[TokenLogprob]) -> Result<(), Disconnected>;
 }
 
-/// Collects the whole completion (the non-streaming response).
+/// Collects the whole text (log-probabilities are dropped).
 impl Sink for String {
-    fn text(&mut self, delta: &str) -> Result<(), Disconnected> {
+    fn text(&mut self, delta: &str, _: &[TokenLogprob]) -> Result<(), Disconnected> {
         self.push_str(delta);
         Ok(())
+    }
+}
+
+/// Collects the whole completion with its log-probabilities (the
+/// non-streaming response).
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub content: String,
+    pub logprobs: Vec<TokenLogprob>,
+}
+
+impl Sink for Collected {
+    fn text(&mut self, delta: &str, logprobs: &[TokenLogprob]) -> Result<(), Disconnected> {
+        self.content.push_str(delta);
+        self.logprobs.extend_from_slice(logprobs);
+        Ok(())
+    }
+}
+
+/// A token's entry and where its text lies in the decoded output (byte
+/// offsets into the text before stop sequences are cut).
+struct Pending {
+    start: usize,
+    end: usize,
+    entry: TokenLogprob,
+}
+
+/// Lines log-probability entries up with the text that is output.
+#[derive(Default)]
+struct Aligner {
+    /// Decoded text so far (to trim a token a stop sequence cuts).
+    decoded: String,
+    /// Bytes of `decoded` already given to the sink.
+    emitted: usize,
+    /// Tokens whose text is complete, in order.
+    ready: VecDeque<Pending>,
+    /// Tokens whose last character is not complete yet, and where the first
+    /// of them started.
+    waiting: Vec<TokenLogprob>,
+    waiting_start: usize,
+}
+
+impl Aligner {
+    /// Records one token's decoded `text`; `complete` is false while the
+    /// decoder still holds part of a character.
+    fn push(&mut self, entry: Option<TokenLogprob>, text: &str, complete: bool) {
+        if self.waiting.is_empty() {
+            self.waiting_start = self.decoded.len();
+        }
+        self.decoded.push_str(text);
+        self.waiting.extend(entry);
+        if complete {
+            let (start, end) = (self.waiting_start, self.decoded.len());
+            self.ready.extend(
+                self.waiting
+                    .drain(..)
+                    .map(|entry| Pending { start, end, entry }),
+            );
+        }
+    }
+
+    /// `len` more bytes are output: the entries whose text is now complete.
+    fn emit(&mut self, len: usize) -> Vec<TokenLogprob> {
+        self.emitted += len;
+        let mut out = Vec::new();
+        while self.ready.front().is_some_and(|p| p.end <= self.emitted) {
+            out.extend(self.ready.pop_front().map(|p| p.entry));
+        }
+        out
+    }
+
+    /// A stop sequence cut the text after `len` more output bytes: entries
+    /// that show any output text, trimmed to it.
+    fn cut(&mut self, len: usize) -> Vec<TokenLogprob> {
+        self.emitted += len;
+        let cut = self.emitted;
+        let mut out = Vec::new();
+        for p in self.ready.drain(..) {
+            if p.start >= cut {
+                break;
+            }
+            let mut entry = p.entry;
+            if p.end > cut {
+                entry.token = self.decoded[p.start..cut].to_string();
+                entry.bytes = entry.token.as_bytes().to_vec();
+            }
+            out.push(entry);
+        }
+        // Tokens still waiting for a character's last bytes all straddle the
+        // cut (that character is after it): the first one, if it started
+        // before the cut, is listed with the output text since it started.
+        let waiting = std::mem::take(&mut self.waiting);
+        if self.waiting_start < cut {
+            if let Some(mut entry) = waiting.into_iter().next() {
+                entry.token = self.decoded[self.waiting_start..cut].to_string();
+                entry.bytes = entry.token.as_bytes().to_vec();
+                out.push(entry);
+            }
+        }
+        out
+    }
+
+    /// The end without a stop sequence: everything left.
+    fn finish(&mut self) -> Vec<TokenLogprob> {
+        let mut out: Vec<TokenLogprob> = self.ready.drain(..).map(|p| p.entry).collect();
+        out.append(&mut self.waiting);
+        out
     }
 }
 
@@ -108,13 +240,14 @@ pub fn generate(
 ) -> Result<Outcome, GenError> {
     let mut decoder = Utf8Decoder::new();
     let mut stops = StopMatcher::new(&limits.stop);
+    let mut aligner = Aligner::default();
     let mut input = prompt.to_vec();
     let mut sampled: u64 = 0;
-    let emit = |sink: &mut dyn Sink, text: &str, sampled: u64| {
-        if text.is_empty() {
+    let emit = |sink: &mut dyn Sink, text: &str, logprobs: &[TokenLogprob], sampled: u64| {
+        if text.is_empty() && logprobs.is_empty() {
             return Ok(());
         }
-        sink.text(text)
+        sink.text(text, logprobs)
             .map_err(|Disconnected| GenError::Disconnected {
                 completion_tokens: sampled,
             })
@@ -141,8 +274,17 @@ pub fn generate(
             break FinishReason::Stop;
         }
         let text = decoder.push(&step.bytes);
+        let entry = step.logprobs.map(|lp| TokenLogprob::new(&step.bytes, lp));
+        aligner.push(entry, &text, !decoder.has_pending());
         let pushed = stops.push(&text);
-        emit(sink, &pushed.emit, sampled)?;
+        let entries = if pushed.stopped {
+            aligner.cut(pushed.emit.len())
+        } else if pushed.emit.is_empty() {
+            Vec::new()
+        } else {
+            aligner.emit(pushed.emit.len())
+        };
+        emit(sink, &pushed.emit, &entries, sampled)?;
         if pushed.stopped {
             return Ok(Outcome {
                 finish_reason: FinishReason::Stop,
@@ -156,7 +298,7 @@ pub fn generate(
     // The model ended without a stop sequence: text held back as a possible
     // stop prefix is output after all. (A character left incomplete in the
     // decoder is dropped; see `Utf8Decoder`.)
-    emit(sink, &stops.finish(), sampled)?;
+    emit(sink, &stops.finish(), &aligner.finish(), sampled)?;
     Ok(Outcome {
         finish_reason,
         completion_tokens: sampled,
@@ -211,6 +353,10 @@ mod tests {
                         Ok(Step {
                             token: *t,
                             bytes: b.to_vec(),
+                            logprobs: Some(StepLogprobs {
+                                logprob: -(*t as f64),
+                                top: Vec::new(),
+                            }),
                         })
                     })
                     .collect(),
@@ -224,6 +370,10 @@ mod tests {
                 s.steps.push(Ok(Step {
                     token: 100 + i as i32,
                     bytes: p.as_bytes().to_vec(),
+                    logprobs: Some(StepLogprobs {
+                        logprob: -(i as f64),
+                        top: Vec::new(),
+                    }),
                 }));
             }
             s
@@ -244,17 +394,135 @@ mod tests {
     #[derive(Default)]
     struct Deltas {
         parts: Vec<String>,
+        tokens: Vec<Vec<String>>,
         fail_after: Option<usize>,
     }
 
     impl Sink for Deltas {
-        fn text(&mut self, delta: &str) -> Result<(), Disconnected> {
+        fn text(&mut self, delta: &str, logprobs: &[TokenLogprob]) -> Result<(), Disconnected> {
             if self.fail_after == Some(self.parts.len()) {
                 return Err(Disconnected);
             }
-            assert!(!delta.is_empty());
+            assert!(!delta.is_empty() || !logprobs.is_empty());
             self.parts.push(delta.to_string());
+            self.tokens
+                .push(logprobs.iter().map(|e| e.token.clone()).collect());
             Ok(())
+        }
+    }
+
+    fn logprob_tokens(c: &Collected) -> String {
+        c.logprobs.iter().map(|e| e.token.as_str()).collect()
+    }
+
+    #[test]
+    fn logprobs_follow_the_text() {
+        let mut m = Script::text(&["Hel", "lo", " wor", "ld"]);
+        let mut d = Deltas::default();
+        generate(&mut m, &[1], &limits(4, &[]), &mut d).unwrap();
+        assert_eq!(d.parts, vec!["Hel", "lo", " wor", "ld"]);
+        assert_eq!(
+            d.tokens,
+            vec![vec!["Hel"], vec!["lo"], vec![" wor"], vec!["ld"]]
+        );
+
+        // Held back as a possible stop prefix, then released together.
+        let mut m = Script::text(&["a", "E", "N", "x", "y"]);
+        let mut d = Deltas::default();
+        generate(&mut m, &[1], &limits(5, &["END"]), &mut d).unwrap();
+        assert_eq!(d.parts, vec!["a", "ENx", "y"]);
+        assert_eq!(d.tokens, vec![vec!["a"], vec!["E", "N", "x"], vec!["y"]]);
+    }
+
+    #[test]
+    fn logprobs_of_cut_text_are_dropped_or_trimmed() {
+        // "ld\n" straddles the "\n\n" stop: listed as "ld"; "\nBye" is cut.
+        let mut m = Script::text(&["Hello", " wor", "ld\n", "\nBye", "x"]);
+        let mut c = Collected::default();
+        generate(&mut m, &[1], &limits(100, &["\n\n"]), &mut c).unwrap();
+        assert_eq!(c.content, "Hello world");
+        assert_eq!(logprob_tokens(&c), c.content);
+        assert_eq!(c.logprobs[2].bytes, b"ld");
+        assert_eq!(c.logprobs[2].logprob, -2.0);
+
+        let mut m = Script::text(&["Hello", " wor", "ld\n", "\nBye", "x"]);
+        let mut d = Deltas::default();
+        generate(&mut m, &[1], &limits(100, &["\n\n"]), &mut d).unwrap();
+        assert_eq!(d.parts, vec!["Hello", " wor", "ld", ""]);
+        assert_eq!(d.tokens.concat(), vec!["Hello", " wor", "ld"]);
+
+        // A stop inside one token.
+        let mut m = Script::text(&["ab", "cENDd"]);
+        let mut c = Collected::default();
+        generate(&mut m, &[1], &limits(100, &["END"]), &mut c).unwrap();
+        assert_eq!(
+            (c.content.as_str(), logprob_tokens(&c).as_str()),
+            ("abc", "abc")
+        );
+        // A token wholly after the cut is not listed.
+        let mut m = Script::text(&["ab", "E", "ND", "zz"]);
+        let mut c = Collected::default();
+        generate(&mut m, &[1], &limits(100, &["END"]), &mut c).unwrap();
+        assert_eq!(c.logprobs.len(), 1);
+    }
+
+    #[test]
+    fn stop_before_an_unfinished_character() {
+        let crab = "🦀".as_bytes();
+        let first: Vec<u8> = [&b"abEND"[..], &crab[..1]].concat();
+        let mut m = Script::new(&[(10, &first), (11, &crab[1..])]);
+        let mut c = Collected::default();
+        generate(&mut m, &[1], &limits(100, &["END"]), &mut c).unwrap();
+        assert_eq!(c.content, "ab");
+        assert_eq!(logprob_tokens(&c), "ab");
+        assert_eq!(c.logprobs[0].logprob, -10.0);
+    }
+
+    #[test]
+    fn logprobs_wait_for_split_characters() {
+        let crab = "🦀".as_bytes();
+        let mut m = Script::new(&[(10, &crab[..1]), (11, &crab[1..]), (12, b"!"), (EOS, b"")]);
+        let mut d = Deltas::default();
+        generate(&mut m, &[1], &limits(100, &[]), &mut d).unwrap();
+        assert_eq!(d.parts, vec!["🦀", "!"]);
+        assert_eq!(d.tokens[0].len(), 2);
+        assert_eq!(d.tokens[1], vec!["!"]);
+
+        // At max_tokens, a token of a dropped half character is still listed.
+        let mut m = Script::new(&[(10, b"a"), (11, &crab[..2])]);
+        let mut c = Collected::default();
+        generate(&mut m, &[1], &limits(2, &[]), &mut c).unwrap();
+        assert_eq!(c.content, "a");
+        assert_eq!(c.logprobs.len(), 2);
+        assert_eq!(c.logprobs[1].bytes, &crab[..2]);
+    }
+
+    #[test]
+    fn streamed_logprobs_equal_whole_logprobs() {
+        let pieces = [
+            "The", " capital", " is", " Par", "is", ".", "\n", "\n", "More",
+        ];
+        for stop in [
+            &[][..],
+            &["\n\n"][..],
+            &["is P"][..],
+            &["xyz", "."][..],
+            &["More"][..],
+        ] {
+            let mut whole = Collected::default();
+            generate(
+                &mut Script::text(&pieces),
+                &[1],
+                &limits(9, stop),
+                &mut whole,
+            )
+            .unwrap();
+            let mut d = Deltas::default();
+            generate(&mut Script::text(&pieces), &[1], &limits(9, stop), &mut d).unwrap();
+            let whole_tokens: Vec<String> =
+                whole.logprobs.iter().map(|e| e.token.clone()).collect();
+            assert_eq!(d.tokens.concat(), whole_tokens, "stops {stop:?}");
+            assert_eq!(logprob_tokens(&whole), whole.content, "stops {stop:?}");
         }
     }
 

@@ -15,6 +15,7 @@ mod completion;
 pub mod generate;
 #[cfg(target_arch = "wasm32")]
 mod handler;
+pub mod logprobs;
 pub mod metadata;
 pub mod request;
 pub mod response;

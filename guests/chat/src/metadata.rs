@@ -9,6 +9,9 @@ use serde::Deserialize;
 pub struct ModelMetadata {
     /// Longest sequence (prompt + completion) the context can hold.
     pub context_length: u64,
+    /// Token ids run from 0 to `vocab_size - 1` (checks `logit_bias`).
+    #[serde(default)]
+    pub vocab_size: Option<u64>,
     #[serde(default)]
     pub bos_token: Option<String>,
     #[serde(default)]
@@ -41,6 +44,7 @@ mod tests {
         .unwrap();
         assert_eq!(m.context_length, 8192);
         assert_eq!(m.eos_token_ids, vec![2]);
+        assert_eq!(m.vocab_size, Some(49152));
         assert_eq!(m.bos_token.as_deref(), Some("<|im_start|>"));
         assert!(m.chat_template.is_some());
     }

@@ -13,6 +13,9 @@ use serde_json::{json, Map, Value};
 /// Most stop sequences a request may give (OpenAI's limit).
 pub const MAX_STOP_SEQUENCES: usize = 4;
 
+/// Most alternatives `top_logprobs` may ask for (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: u64 = 20;
+
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -77,18 +80,103 @@ pub struct ChatRequest {
     /// OpenAI allows any integer; negative seeds are wrapped to `u64` (two's
     /// complement) because backends take an unsigned seed.
     pub seed: Option<u64>,
+    /// -2..=2, default 0.
+    pub frequency_penalty: f64,
+    /// -2..=2, default 0.
+    pub presence_penalty: f64,
+    /// Token id → bias in -100..=100, ids ascending. Ids are checked against
+    /// the model's vocabulary by [`ChatRequest::check_vocab`].
+    pub logit_bias: Vec<(u64, f64)>,
+    /// Return the log-probability of each output token.
+    pub logprobs: bool,
+    /// 0..=20 alternatives per token (only with `logprobs`).
+    pub top_logprobs: u64,
 }
 
 impl ChatRequest {
     /// The `sampling` tensor of `nn-protocol.md`.
     pub fn sampling_json(&self) -> String {
+        let bias: Map<String, Value> = self
+            .logit_bias
+            .iter()
+            .map(|(id, b)| (id.to_string(), json!(b)))
+            .collect();
         json!({
             "temperature": self.temperature,
             "top_p": self.top_p,
             "seed": self.seed,
+            "frequency_penalty": self.frequency_penalty,
+            "presence_penalty": self.presence_penalty,
+            "logit_bias": bias,
+            "logprobs": self.logprobs,
+            "top_logprobs": self.top_logprobs,
         })
         .to_string()
     }
+
+    /// `logit_bias` may only name tokens of the model's vocabulary.
+    pub fn check_vocab(&self, vocab_size: u64) -> Result<(), ApiError> {
+        match self.logit_bias.iter().find(|(id, _)| *id >= vocab_size) {
+            None => Ok(()),
+            Some((id, _)) => Err(ApiError::invalid_request(format!(
+                "Invalid 'logit_bias': token id {id} is outside the model's vocabulary (ids 0 to {}).",
+                vocab_size.saturating_sub(1)
+            ))
+            .with_param("logit_bias")
+            .with_code("invalid_value")),
+        }
+    }
+}
+
+/// Known OpenAI parameters this server does not implement. A request using
+/// one is refused (400 `unsupported_parameter`) rather than answered as if it
+/// had not been sent. `None`: any non-null value is refused; `Some(f)`: values
+/// for which `f` is true are harmless defaults and accepted.
+type Accept = Option<fn(&Value, &Map<String, Value>) -> bool>;
+const UNSUPPORTED: &[(&str, Accept)] = &[
+    ("tools", Some(|v, _| is_empty_array(v))),
+    ("tool_choice", Some(|v, _| v == "none")),
+    ("functions", Some(|v, _| is_empty_array(v))),
+    ("function_call", Some(|v, _| v == "none")),
+    ("parallel_tool_calls", Some(|_, obj| !has_tools(obj))),
+    (
+        "response_format",
+        Some(|v, _| *v == json!({"type": "text"})),
+    ),
+    ("audio", None),
+    ("modalities", Some(|v, _| *v == json!(["text"]))),
+    ("prediction", None),
+    ("web_search_options", None),
+    ("reasoning_effort", None),
+    ("verbosity", None),
+];
+
+fn is_empty_array(v: &Value) -> bool {
+    v.as_array().is_some_and(|a| a.is_empty())
+}
+
+/// Whether the request defines tools (or legacy functions) to call.
+fn has_tools(obj: &Map<String, Value>) -> bool {
+    ["tools", "functions"]
+        .iter()
+        .any(|key| present(obj, key).is_some_and(|v| !is_empty_array(v)))
+}
+
+fn check_unsupported(obj: &Map<String, Value>) -> Result<(), ApiError> {
+    for (param, accept) in UNSUPPORTED {
+        let Some(value) = present(obj, param) else {
+            continue;
+        };
+        if accept.is_some_and(|ok| ok(value, obj)) {
+            continue;
+        }
+        return Err(ApiError::invalid_request(format!(
+            "Unsupported parameter: '{param}' is not supported by this server."
+        ))
+        .with_param(*param)
+        .with_code("unsupported_parameter"));
+    }
+    Ok(())
 }
 
 /// Parses and validates a request body.
@@ -151,6 +239,33 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
         Some(other) => return Err(wrong_type("seed", "an integer", other)),
     };
 
+    let frequency_penalty = penalty(&obj, "frequency_penalty")?;
+    let presence_penalty = penalty(&obj, "presence_penalty")?;
+    let logit_bias = parse_logit_bias(present(&obj, "logit_bias"))?;
+    let logprobs = optional_bool(&obj, "logprobs")?.unwrap_or(false);
+    let top_logprobs = match present(&obj, "top_logprobs") {
+        None => 0,
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|k| k <= MAX_TOP_LOGPROBS) => {
+            n.as_u64().unwrap_or(0)
+        }
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
+            return Err(out_of_range(
+                "top_logprobs",
+                n.as_f64().unwrap_or(0.0),
+                "between 0 and 20",
+            ))
+        }
+        Some(other) => return Err(wrong_type("top_logprobs", "an integer", other)),
+    };
+    if present(&obj, "top_logprobs").is_some() && !logprobs {
+        return Err(ApiError::invalid_request(
+            "Invalid 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is given.",
+        )
+        .with_param("top_logprobs")
+        .with_code("invalid_value"));
+    }
+    check_unsupported(&obj)?;
+
     match present(&obj, "n") {
         None => {}
         Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
@@ -174,7 +289,63 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
         max_tokens,
         stop,
         seed,
+        frequency_penalty,
+        presence_penalty,
+        logit_bias,
+        logprobs,
+        top_logprobs,
     })
+}
+
+fn penalty(obj: &Map<String, Value>, key: &str) -> Result<f64, ApiError> {
+    let value = optional_number(obj, key)?.unwrap_or(0.0);
+    if !(-2.0..=2.0).contains(&value) {
+        return Err(out_of_range(key, value, "between -2 and 2"));
+    }
+    Ok(value)
+}
+
+/// `{"50256": -100}`: token-id strings to biases in -100..=100.
+fn parse_logit_bias(value: Option<&Value>) -> Result<Vec<(u64, f64)>, ApiError> {
+    let map = match value {
+        None => return Ok(Vec::new()),
+        Some(Value::Object(map)) => map,
+        Some(other) => return Err(wrong_type("logit_bias", "an object", other)),
+    };
+    let invalid = |message: String| {
+        ApiError::invalid_request(message)
+            .with_param("logit_bias")
+            .with_code("invalid_value")
+    };
+    let mut out = Vec::with_capacity(map.len());
+    for (key, bias) in map {
+        let id: u64 = key
+            .parse()
+            .ok()
+            .filter(|_| key.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "Invalid 'logit_bias': keys must be token ids (non-negative integers as strings), but got {key:?}."
+                ))
+            })?;
+        let bias = match bias {
+            Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+            other => {
+                return Err(invalid(format!(
+                    "Invalid 'logit_bias': the bias for token {id} must be a number, but got {} instead.",
+                    describe(other)
+                )))
+            }
+        };
+        if !(-100.0..=100.0).contains(&bias) {
+            return Err(invalid(format!(
+                "Invalid 'logit_bias': the bias for token {id} must be between -100 and 100, but got {bias} instead."
+            )));
+        }
+        out.push((id, bias));
+    }
+    out.sort_by_key(|(id, _)| *id);
+    Ok(out)
 }
 
 fn parse_messages(value: Option<&Value>) -> Result<Vec<Message>, ApiError> {
@@ -360,6 +531,15 @@ mod tests {
             "seed": -1,
             "n": 1,
             "frequency_penalty": 0.5,
+            "presence_penalty": -1,
+            "logit_bias": {"42": -100, "7": 2.5},
+            "logprobs": true,
+            "top_logprobs": 3,
+            "response_format": {"type": "text"},
+            "user": "u1",
+            "metadata": {"k": "v"},
+            "store": false,
+            "service_tier": "auto",
             "some_future_field": {"x": 1},
         }));
         assert_eq!(r.messages[1].content, "a\nb");
@@ -370,6 +550,82 @@ mod tests {
         assert_eq!(r.max_tokens, Some(16));
         assert_eq!(r.stop, vec!["\n\n".to_string(), "END".to_string()]);
         assert_eq!(r.seed, Some(u64::MAX));
+        assert_eq!((r.frequency_penalty, r.presence_penalty), (0.5, -1.0));
+        assert_eq!(r.logit_bias, vec![(7, 2.5), (42, -100.0)]);
+        assert!(r.logprobs);
+        assert_eq!(r.top_logprobs, 3);
+    }
+
+    #[test]
+    fn penalties_and_bias_are_validated() {
+        for (param, bad) in [
+            ("frequency_penalty", json!(2.5)),
+            ("frequency_penalty", json!("1")),
+            ("presence_penalty", json!(-2.01)),
+            ("logit_bias", json!({"abc": 1})),
+            ("logit_bias", json!({"-5": 1})),
+            ("logit_bias", json!({"1.5": 1})),
+            ("logit_bias", json!({"5": 101})),
+            ("logit_bias", json!({"5": "1"})),
+            ("logit_bias", json!([1])),
+            ("top_logprobs", json!(21)),
+            ("top_logprobs", json!(-1)),
+            ("top_logprobs", json!(1.5)),
+            ("logprobs", json!(1)),
+        ] {
+            let mut body = json!({"model": "m", "messages": user("x"), "logprobs": true});
+            body[param] = bad.clone();
+            let e = err(body);
+            assert_eq!((e.status, e.param.as_deref()), (400, Some(param)), "{bad}");
+        }
+        let r = ok(json!({"model": "m", "messages": user("x"), "logit_bias": {"49151": 1}}));
+        assert!(r.check_vocab(49152).is_ok());
+        let r = ok(json!({"model": "m", "messages": user("x"), "logit_bias": {"49152": 1}}));
+        let e = r.check_vocab(49152).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("logit_bias"));
+    }
+
+    #[test]
+    fn top_logprobs_needs_logprobs() {
+        for logprobs in [json!(false), Value::Null] {
+            let e = err(
+                json!({"model": "m", "messages": user("x"), "logprobs": logprobs, "top_logprobs": 2}),
+            );
+            assert_eq!(e.param.as_deref(), Some("top_logprobs"));
+        }
+        let r =
+            ok(json!({"model": "m", "messages": user("x"), "logprobs": true, "top_logprobs": 0}));
+        assert_eq!((r.logprobs, r.top_logprobs), (true, 0));
+    }
+
+    #[test]
+    fn unsupported_params_are_refused() {
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        for (param, bad) in [
+            ("tools", tools.clone()),
+            ("tool_choice", json!("auto")),
+            ("functions", json!([{"name": "f"}])),
+            ("function_call", json!("auto")),
+            ("response_format", json!({"type": "json_object"})),
+            ("audio", json!({"voice": "alloy", "format": "wav"})),
+            ("modalities", json!(["text", "audio"])),
+            ("prediction", json!({"type": "content", "content": "x"})),
+            ("web_search_options", json!({})),
+        ] {
+            let e = err(json!({"model": "m", "messages": user("x"), param: bad}));
+            assert_eq!((e.status, e.param.as_deref()), (400, Some(param)));
+            assert_eq!(e.code.as_deref(), Some("unsupported_parameter"));
+        }
+        let e = err(
+            json!({"model": "m", "messages": user("x"), "tools": tools, "parallel_tool_calls": false}),
+        );
+        assert_eq!(e.param.as_deref(), Some("tools"));
+        // Harmless values are accepted.
+        ok(
+            json!({"model": "m", "messages": user("x"), "tools": [], "tool_choice": "none",
+            "parallel_tool_calls": true, "modalities": ["text"], "response_format": {"type": "text"},
+            "logprobs": false, "n": 1, "store": false, "audio": null}),
+        );
     }
 
     #[test]
@@ -509,7 +765,20 @@ mod tests {
     fn sampling_json_matches_protocol() {
         let mut r = ok(json!({"model": "m", "messages": user("x"), "temperature": 0, "seed": 42}));
         let v: Value = serde_json::from_str(&r.sampling_json()).unwrap();
-        assert_eq!(v, json!({"temperature": 0.0, "top_p": 1.0, "seed": 42}));
+        assert_eq!(
+            v,
+            json!({"temperature": 0.0, "top_p": 1.0, "seed": 42, "frequency_penalty": 0.0,
+                "presence_penalty": 0.0, "logit_bias": {}, "logprobs": false, "top_logprobs": 0})
+        );
+        let b = ok(
+            json!({"model": "m", "messages": user("x"), "logit_bias": {"5": -1},
+            "presence_penalty": 1, "logprobs": true, "top_logprobs": 2}),
+        );
+        let v: Value = serde_json::from_str(&b.sampling_json()).unwrap();
+        assert_eq!(v["logit_bias"], json!({"5": -1.0}));
+        assert_eq!(v["presence_penalty"], json!(1.0));
+        assert_eq!(v["top_logprobs"], json!(2));
+        assert_eq!(v["logprobs"], true);
         r.seed = None;
         let v: Value = serde_json::from_str(&r.sampling_json()).unwrap();
         assert_eq!(v["seed"], Value::Null);

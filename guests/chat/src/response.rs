@@ -2,6 +2,7 @@
 //! shared with streaming.
 
 use crate::generate::FinishReason;
+use crate::logprobs::{choice_logprobs, TokenLogprob};
 use serde_json::{json, Value};
 
 /// Token accounting reported to the client.
@@ -33,10 +34,12 @@ pub struct CompletionId {
     pub model: String,
 }
 
-/// A `chat.completion` object.
+/// A `chat.completion` object. `logprobs` is `Some` when the request asked
+/// for them.
 pub fn completion(
     ident: &CompletionId,
     content: &str,
+    logprobs: Option<&[TokenLogprob]>,
     finish: FinishReason,
     usage: Usage,
 ) -> Value {
@@ -48,7 +51,7 @@ pub fn completion(
         "choices": [{
             "index": 0,
             "message": {"role": "assistant", "content": content},
-            "logprobs": null,
+            "logprobs": logprobs.map(choice_logprobs),
             "finish_reason": finish.as_str(),
         }],
         "usage": usage.to_value(),
@@ -71,11 +74,16 @@ mod tests {
             completion_tokens: 2,
         };
         assert_eq!(
-            completion(&ident, "Paris", FinishReason::Stop, usage),
+            completion(&ident, "Paris", None, FinishReason::Stop, usage),
             json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 7, "model": "m",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris"},
                              "logprobs": null, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
+        );
+        let body = completion(&ident, "", Some(&[]), FinishReason::Stop, usage);
+        assert_eq!(
+            body["choices"][0]["logprobs"],
+            json!({"content": [], "refusal": null})
         );
     }
 }

@@ -7,6 +7,7 @@
 //! `include_usage` every other chunk carries `"usage": null`.
 
 use crate::generate::{FinishReason, Sink};
+use crate::logprobs::{choice_logprobs, TokenLogprob};
 use crate::response::{CompletionId, Usage};
 use sandpiper_guest_sdk::http::Disconnected;
 use sandpiper_guest_sdk::sse;
@@ -17,6 +18,8 @@ use serde_json::{json, Value};
 pub struct Chunks {
     pub ident: CompletionId,
     pub include_usage: bool,
+    /// The request asked for `logprobs`: content chunks carry theirs.
+    pub logprobs: bool,
 }
 
 impl Chunks {
@@ -34,11 +37,11 @@ impl Chunks {
         sse::data_event(&chunk.to_string())
     }
 
-    fn choice(delta: Value, finish: Option<FinishReason>) -> Value {
+    fn choice(delta: Value, logprobs: Value, finish: Option<FinishReason>) -> Value {
         json!([{
             "index": 0,
             "delta": delta,
-            "logprobs": null,
+            "logprobs": logprobs,
             "finish_reason": finish.map(FinishReason::as_str),
         }])
     }
@@ -46,19 +49,29 @@ impl Chunks {
     /// The first event: announces the assistant role with empty content.
     pub fn role(&self) -> Vec<u8> {
         self.event(
-            Self::choice(json!({"role": "assistant", "content": ""}), None),
+            Self::choice(
+                json!({"role": "assistant", "content": ""}),
+                Value::Null,
+                None,
+            ),
             None,
         )
     }
 
-    /// One content delta.
-    pub fn content(&self, text: &str) -> Vec<u8> {
-        self.event(Self::choice(json!({"content": text}), None), None)
+    /// One content delta with the log-probabilities of the tokens it
+    /// completes (see `generate`).
+    pub fn content(&self, text: &str, logprobs: &[TokenLogprob]) -> Vec<u8> {
+        let logprobs = if self.logprobs {
+            choice_logprobs(logprobs)
+        } else {
+            Value::Null
+        };
+        self.event(Self::choice(json!({"content": text}), logprobs, None), None)
     }
 
     /// The event that ends the choice.
     pub fn finish(&self, reason: FinishReason) -> Vec<u8> {
-        self.event(Self::choice(json!({}), Some(reason)), None)
+        self.event(Self::choice(json!({}), Value::Null, Some(reason)), None)
     }
 
     /// The usage event (send only when `include_usage`).
@@ -75,8 +88,8 @@ pub struct SseSink<'a, W> {
 }
 
 impl<W: FnMut(&[u8]) -> Result<(), Disconnected>> Sink for SseSink<'_, W> {
-    fn text(&mut self, delta: &str) -> Result<(), Disconnected> {
-        (self.write)(&self.chunks.content(delta))
+    fn text(&mut self, delta: &str, logprobs: &[TokenLogprob]) -> Result<(), Disconnected> {
+        (self.write)(&self.chunks.content(delta, logprobs))
     }
 }
 
@@ -94,6 +107,7 @@ mod tests {
                 model: "m".into(),
             },
             include_usage,
+            logprobs: false,
         }
     }
 
@@ -120,8 +134,25 @@ mod tests {
         assert_eq!(role["usage"], Value::Null);
         assert!(role.as_object().unwrap().contains_key("usage"));
 
-        let content = parse(&c.content("Hi\n"));
+        let content = parse(&c.content("Hi\n", &[]));
         assert_eq!(content["choices"][0]["delta"], json!({"content": "Hi\n"}));
+        assert_eq!(content["choices"][0]["logprobs"], Value::Null);
+        let with = Chunks {
+            logprobs: true,
+            ..c.clone()
+        };
+        let entry = TokenLogprob::new(
+            b"Hi",
+            crate::logprobs::StepLogprobs {
+                logprob: -0.5,
+                top: vec![],
+            },
+        );
+        let content = parse(&with.content("Hi", &[entry]));
+        assert_eq!(
+            content["choices"][0]["logprobs"]["content"][0],
+            json!({"token": "Hi", "logprob": -0.5, "bytes": [72, 105], "top_logprobs": []})
+        );
 
         let fin = parse(&c.finish(FinishReason::Length));
         assert_eq!(fin["choices"][0]["delta"], json!({}));
@@ -148,12 +179,13 @@ mod tests {
             if self.0.is_empty() {
                 return Ok(Step {
                     token: 2,
-                    bytes: vec![],
+                    ..Default::default()
                 });
             }
             Ok(Step {
                 token: 50,
                 bytes: self.0.remove(0).as_bytes().to_vec(),
+                logprobs: None,
             })
         }
     }

@@ -23,6 +23,11 @@ impl Utf8Decoder {
         Self::default()
     }
 
+    /// Whether bytes of an unfinished character are waiting for the next push.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Adds bytes and returns the text that is now complete. Invalid
     /// sequences become U+FFFD; an incomplete character at the end is kept
     /// for the next call.

@@ -14,5 +14,5 @@ mod tokenizer;
 
 pub use error::LlmError;
 pub use model::{Model, ModelInfo};
-pub use sampler::SamplingParams;
+pub use sampler::{Logprobs, Sampled, SamplingParams, TokenLogprob, MAX_TOP_LOGPROBS};
 pub use sequence::Sequence;

@@ -1,8 +1,13 @@
 //! Choosing the next token from the logits.
 
+use std::collections::HashMap;
+
 use candle_core::Tensor;
 use candle_transformers::generation::{LogitsProcessor, Sampling};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+/// Most alternatives [`SamplingParams::top_logprobs`] may ask for (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
 
 /// What a request asks of sampling; guests send it as JSON.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -13,6 +18,18 @@ pub struct SamplingParams {
     pub top_p: f64,
     /// `None` draws a random seed.
     pub seed: Option<u64>,
+    /// OpenAI's penalty: `logit[j] -= count[j] * frequency_penalty`, where
+    /// `count[j]` is how often `j` was sampled so far in this sequence.
+    pub frequency_penalty: f32,
+    /// `logit[j] -= presence_penalty` once `j` was sampled in this sequence.
+    pub presence_penalty: f32,
+    /// Added to the logits of the given token ids (JSON keys are id strings).
+    pub logit_bias: HashMap<u32, f32>,
+    /// Return the sampled token's log-probability.
+    pub logprobs: bool,
+    /// Also return this many most likely alternatives (at most
+    /// [`MAX_TOP_LOGPROBS`]; needs `logprobs`).
+    pub top_logprobs: usize,
 }
 
 impl Default for SamplingParams {
@@ -21,11 +38,53 @@ impl Default for SamplingParams {
             temperature: 1.0,
             top_p: 1.0,
             seed: None,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            logit_bias: HashMap::new(),
+            logprobs: false,
+            top_logprobs: 0,
         }
     }
 }
 
-pub(crate) struct Sampler(LogitsProcessor);
+impl SamplingParams {
+    /// Whether the logits must be changed before sampling.
+    fn adjusts_logits(&self) -> bool {
+        self.frequency_penalty != 0.0 || self.presence_penalty != 0.0 || !self.logit_bias.is_empty()
+    }
+}
+
+/// One alternative in [`Logprobs::top`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenLogprob {
+    pub id: u32,
+    pub logprob: f32,
+}
+
+/// Log-probabilities of one sampled position, from the model's own
+/// distribution (`log_softmax` of the raw logits, before penalties,
+/// `logit_bias` and temperature).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Logprobs {
+    /// The sampled token's log-probability.
+    pub logprob: f32,
+    /// The `top_logprobs` most likely tokens, most likely first.
+    pub top: Vec<TokenLogprob>,
+}
+
+/// A sampled token, with its log-probabilities when they were asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampled {
+    pub token: u32,
+    pub logprobs: Option<Logprobs>,
+}
+
+pub(crate) struct Sampler {
+    processor: LogitsProcessor,
+    params: SamplingParams,
+    /// How often each token was sampled so far (for the penalties).
+    counts: HashMap<u32, u32>,
+}
 
 impl Sampler {
     pub(crate) fn new(p: &SamplingParams) -> Self {
@@ -42,10 +101,157 @@ impl Sampler {
             }
         };
         let seed = p.seed.unwrap_or_else(rand::random);
-        Self(LogitsProcessor::from_sampling(seed, sampling))
+        Self {
+            processor: LogitsProcessor::from_sampling(seed, sampling),
+            params: p.clone(),
+            counts: HashMap::new(),
+        }
     }
 
-    pub(crate) fn sample(&mut self, logits: &Tensor) -> candle_core::Result<u32> {
-        self.0.sample(logits)
+    /// Keeps the counts of tokens sampled so far when the parameters change
+    /// (they belong to the sequence, not to one set of parameters).
+    pub(crate) fn replace(&mut self, p: &SamplingParams) {
+        let counts = std::mem::take(&mut self.counts);
+        *self = Self::new(p);
+        self.counts = counts;
+    }
+
+    pub(crate) fn sample(&mut self, logits: &Tensor) -> candle_core::Result<Sampled> {
+        let p = &self.params;
+        let raw = if p.logprobs || p.adjusts_logits() {
+            Some(logits.to_vec1::<f32>()?)
+        } else {
+            None
+        };
+        let token = match &raw {
+            Some(raw) if p.adjusts_logits() => {
+                let mut adjusted = raw.clone();
+                adjust(&mut adjusted, p, &self.counts);
+                let adjusted = Tensor::from_vec(adjusted, raw.len(), logits.device())?;
+                self.processor.sample(&adjusted)?
+            }
+            _ => self.processor.sample(logits)?,
+        };
+        *self.counts.entry(token).or_insert(0) += 1;
+        let logprobs = match raw {
+            Some(raw) if p.logprobs => Some(logprobs(&raw, token, p.top_logprobs)),
+            _ => None,
+        };
+        Ok(Sampled { token, logprobs })
+    }
+}
+
+/// Applies OpenAI's penalties and `logit_bias` in place.
+fn adjust(logits: &mut [f32], p: &SamplingParams, counts: &HashMap<u32, u32>) {
+    for (&id, &count) in counts {
+        if let Some(l) = logits.get_mut(id as usize) {
+            *l -= count as f32 * p.frequency_penalty
+                + if count > 0 { p.presence_penalty } else { 0.0 };
+        }
+    }
+    for (&id, &bias) in &p.logit_bias {
+        if let Some(l) = logits.get_mut(id as usize) {
+            *l += bias;
+        }
+    }
+}
+
+/// `log_softmax` of `logits` at `token`, and the `top` most likely tokens.
+fn logprobs(logits: &[f32], token: u32, top: usize) -> Logprobs {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    let log_z = max + sum.ln() as f32;
+    let lp = |id: u32| {
+        logits
+            .get(id as usize)
+            .map_or(f32::NEG_INFINITY, |&l| l - log_z)
+    };
+    let top = top.min(MAX_TOP_LOGPROBS).min(logits.len());
+    let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
+    if top > 0 {
+        let cmp = |a: &u32, b: &u32| {
+            logits[*b as usize]
+                .total_cmp(&logits[*a as usize])
+                .then(a.cmp(b))
+        };
+        ids.select_nth_unstable_by(top - 1, cmp);
+        ids.truncate(top);
+        ids.sort_by(cmp);
+    } else {
+        ids.clear();
+    }
+    Logprobs {
+        logprob: lp(token),
+        top: ids
+            .into_iter()
+            .map(|id| TokenLogprob {
+                id,
+                logprob: lp(id),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn penalties_follow_openai() {
+        let p = SamplingParams {
+            frequency_penalty: 0.5,
+            presence_penalty: 1.0,
+            logit_bias: HashMap::from([(0, 10.0), (9, 1.0)]),
+            ..Default::default()
+        };
+        let mut logits = vec![0.0; 4];
+        let counts = HashMap::from([(1, 3), (2, 1)]);
+        adjust(&mut logits, &p, &counts);
+        assert_eq!(logits, vec![10.0, -2.5, -1.5, 0.0]);
+    }
+
+    #[test]
+    fn logprobs_are_log_softmax_sorted() {
+        let l = logprobs(&[1.0, 3.0, 2.0, 3.0], 2, 3);
+        let z = (1f32.exp() + 2.0 * 3f32.exp() + 2f32.exp()).ln();
+        assert!((l.logprob - (2.0 - z)).abs() < 1e-5);
+        let ids: Vec<u32> = l.top.iter().map(|t| t.id).collect();
+        assert_eq!(ids, vec![1, 3, 2]);
+        assert!(l.top.windows(2).all(|w| w[0].logprob >= w[1].logprob));
+        assert!(logprobs(&[1.0, 2.0], 0, 0).top.is_empty());
+        assert_eq!(logprobs(&[1.0, 2.0], 0, 20).top.len(), 2);
+    }
+
+    #[test]
+    fn greedy_obeys_bias_and_counts_samples() {
+        let logits = Tensor::new(&[1.0f32, 5.0, 2.0], &candle_core::Device::Cpu).unwrap();
+        let mut s = Sampler::new(&SamplingParams {
+            temperature: 0.0,
+            logprobs: true,
+            top_logprobs: 1,
+            ..Default::default()
+        });
+        let a = s.sample(&logits).unwrap();
+        assert_eq!(a.token, 1);
+        let lp = a.logprobs.unwrap();
+        assert_eq!(lp.top[0].id, 1);
+        assert_eq!(lp.top[0].logprob, lp.logprob);
+        s.replace(&SamplingParams {
+            temperature: 0.0,
+            presence_penalty: 0.5,
+            frequency_penalty: 1.0,
+            ..Default::default()
+        });
+        // The first sample (before `replace`) counts too.
+        assert_eq!(s.sample(&logits).unwrap().token, 1, "5 - 1.5 > 2");
+        assert_eq!(s.sample(&logits).unwrap().token, 1, "5 - 2.5 > 2");
+        assert_eq!(s.sample(&logits).unwrap().token, 2, "5 - 3.5 < 2");
+        let mut s = Sampler::new(&SamplingParams {
+            temperature: 0.0,
+            logit_bias: HashMap::from([(0, 100.0)]),
+            ..Default::default()
+        });
+        let b = s.sample(&logits).unwrap();
+        assert_eq!((b.token, b.logprobs), (0, None));
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use candle_core::Tensor;
 use candle_transformers::models::quantized_llama::ModelWeights;
 
-use crate::sampler::{Sampler, SamplingParams};
+use crate::sampler::{Sampled, Sampler, SamplingParams};
 use crate::{LlmError, Model};
 
 /// Prompts are fed in chunks so the attention scores of a long prompt never
@@ -42,9 +42,10 @@ impl Sequence {
         self.len == 0
     }
 
-    /// Replaces the sampler (and reseeds it).
+    /// Replaces the sampling parameters (and reseeds the sampler). The
+    /// counts of tokens sampled so far, which the penalties use, are kept.
     pub fn set_sampling(&mut self, params: &SamplingParams) {
-        self.sampler = Sampler::new(params);
+        self.sampler.replace(params);
     }
 
     /// Appends `tokens` to the sequence and returns the logits for the next
@@ -77,6 +78,13 @@ impl Sequence {
     /// Feeds `tokens` and samples the next token. The sampled token is not
     /// appended: feed it back to continue.
     pub fn step(&mut self, tokens: &[u32]) -> Result<u32, LlmError> {
+        Ok(self.sample_step(tokens)?.token)
+    }
+
+    /// [`step`](Self::step) that also returns the token's log-probabilities
+    /// when the sampling parameters ask for them. Every sampled token counts
+    /// towards the frequency and presence penalties of later steps.
+    pub fn sample_step(&mut self, tokens: &[u32]) -> Result<Sampled, LlmError> {
         let logits = self.feed(tokens)?;
         Ok(self.sampler.sample(&logits)?)
     }

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use sandpiper_llm::{LlmError, Model, SamplingParams, Sequence};
+use sandpiper_llm::{LlmError, Logprobs, Model, SamplingParams, Sequence};
 use wasmtime_wasi_nn::backend::{
     BackendError, BackendExecutionContext, BackendFromDir, BackendGraph, BackendInner, Id,
     NamedTensor,
@@ -42,6 +42,7 @@ pub struct LlmGraph {
 }
 
 impl LlmGraph {
+    #[allow(clippy::new_ret_no_self)]
     pub fn new(model: Arc<Model>, metrics: Arc<Metrics>) -> Graph {
         let graph: Box<dyn BackendGraph> = Box::new(LlmGraph { model, metrics });
         graph.into()
@@ -88,6 +89,25 @@ impl LlmContext {
         Ok(vec![named("tokens", i32s(&tokens))])
     }
 
+    /// The `logprobs` output: `{"logprob", "top": [{"id", "logprob", "bytes"}]}`.
+    fn logprobs_json(&self, logprobs: &Logprobs) -> Vec<u8> {
+        let model = self.seq.model();
+        let top: Vec<_> = logprobs
+            .top
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "id": t.id,
+                    "logprob": t.logprob,
+                    "bytes": model.token_bytes(t.id).unwrap_or_default(),
+                })
+            })
+            .collect();
+        serde_json::json!({"logprob": logprobs.logprob, "top": top})
+            .to_string()
+            .into_bytes()
+    }
+
     fn step(&mut self, inputs: &[NamedTensor]) -> Result<Vec<NamedTensor>, BackendError> {
         let mut tokens = None;
         for input in inputs {
@@ -104,8 +124,9 @@ impl LlmContext {
         }
         let tokens = tokens.ok_or_else(|| invalid("missing input `tokens`"))?;
         let fed = tokens.len() as u64;
-        match self.seq.step(&tokens) {
-            Ok(next) => {
+        match self.seq.sample_step(&tokens) {
+            Ok(sampled) => {
+                let next = sampled.token;
                 if self.seq.len() as u64 == fed {
                     self.metrics.prompt_tokens.fetch_add(fed, Relaxed);
                 }
@@ -116,10 +137,11 @@ impl LlmContext {
                     .token_bytes(next)
                     .unwrap_or_default()
                     .to_vec();
-                Ok(vec![
-                    named("token", i32s(&[next])),
-                    named("bytes", bytes(text)),
-                ])
+                let mut outputs = vec![named("token", i32s(&[next])), named("bytes", bytes(text))];
+                if let Some(logprobs) = sampled.logprobs {
+                    outputs.push(named("logprobs", bytes(self.logprobs_json(&logprobs))));
+                }
+                Ok(outputs)
             }
             // Errors the guest can turn into a client error travel as data: wasi-nn
             // flattens backend errors to a generic `runtime-error` message.

@@ -21,7 +21,7 @@ pub(crate) fn i32s(values: &[u32]) -> Tensor {
 }
 
 pub(crate) fn to_tokens(name: &str, t: &Tensor) -> Result<Vec<u32>, BackendError> {
-    if t.ty != TensorType::I32 || t.data.len() % 4 != 0 {
+    if t.ty != TensorType::I32 || !t.data.len().is_multiple_of(4) {
         return Err(invalid(format!("`{name}` must be an I32 tensor")));
     }
     t.data
