@@ -3,13 +3,19 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{paris_request, Server, MODEL};
 use serde_json::json;
 
+/// These tests measure the server under its own load; run them one at a time
+/// so they do not load each other's CPU (the machine has two cores).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 #[test]
 fn two_generations_and_health_checks_at_once() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let server = Server::start(&[]);
     let long = json!({
         "model": MODEL, "temperature": 0, "max_tokens": 60,
@@ -53,6 +59,7 @@ fn two_generations_and_health_checks_at_once() {
 
 #[test]
 fn a_client_that_disconnects_stops_the_generation() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let server = Server::start(&[]);
     let req = json!({
         "model": MODEL, "temperature": 0, "stream": true, "max_tokens": 2000,

@@ -5,12 +5,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use sandpiper_embed::{EmbedError, Embedder, Input};
-use wasmtime_wasi_nn::backend::{
-    BackendError, BackendExecutionContext, BackendGraph, Id, NamedTensor,
-};
+use wasmtime_wasi_nn::backend::{BackendError, BackendGraph, NamedTensor};
 use wasmtime_wasi_nn::wit::TensorType;
 use wasmtime_wasi_nn::{ExecutionContext, Graph, Tensor};
 
+use super::protocol::{self, named, NamedCompute};
 use super::tensor::{bytes, invalid, to_text};
 use crate::metrics::Metrics;
 
@@ -27,19 +26,17 @@ impl EmbedGraph {
     /// The model as wasi-nn's graph handle, ready for the registry.
     #[allow(clippy::new_ret_no_self)] // wasi-nn needs its `Graph`, as for `LlmGraph`
     pub fn new(model: Arc<Embedder>, metrics: Arc<Metrics>) -> Graph {
-        let graph: Box<dyn BackendGraph> = Box::new(EmbedGraph { model, metrics });
-        graph.into()
+        protocol::graph(EmbedGraph { model, metrics })
     }
 }
 
 impl BackendGraph for EmbedGraph {
     fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
         // Stateless: each compute embeds its own inputs.
-        let ctx: Box<dyn BackendExecutionContext> = Box::new(EmbedContext {
+        Ok(protocol::context(EmbedContext {
             model: self.model.clone(),
             metrics: self.metrics.clone(),
-        });
-        Ok(ctx.into())
+        }))
     }
 }
 
@@ -121,31 +118,8 @@ fn parse_tokens(t: &Tensor) -> Result<Vec<Input>, BackendError> {
     Ok(tokens.into_iter().map(Input::Tokens).collect())
 }
 
-fn named(name: &str, tensor: Tensor) -> NamedTensor {
-    NamedTensor {
-        name: name.to_string(),
-        tensor,
-    }
-}
-
-impl BackendExecutionContext for EmbedContext {
-    fn set_input(&mut self, _: Id, _: &Tensor) -> Result<(), BackendError> {
-        Err(invalid(
-            "set-input is the witx API; use compute with named inputs",
-        ))
-    }
-
-    fn get_output(&mut self, _: Id) -> Result<Tensor, BackendError> {
-        Err(invalid(
-            "get-output is the witx API; use compute with named inputs",
-        ))
-    }
-
-    fn compute(
-        &mut self,
-        inputs: Option<Vec<NamedTensor>>,
-    ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
-        let inputs = inputs.ok_or_else(|| invalid("compute needs named inputs"))?;
+impl NamedCompute for EmbedContext {
+    fn compute(&mut self, inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>, BackendError> {
         let [first] = inputs.as_slice() else {
             return Err(invalid("compute takes exactly one input"));
         };
@@ -159,6 +133,6 @@ impl BackendExecutionContext for EmbedContext {
                 )))
             }
         };
-        Ok(Some(outputs))
+        Ok(outputs)
     }
 }

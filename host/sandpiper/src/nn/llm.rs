@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use sandpiper_llm::{LlmError, Logprobs, Model, SamplingParams, Sequence};
 use wasmtime_wasi_nn::backend::{
-    BackendError, BackendExecutionContext, BackendFromDir, BackendGraph, BackendInner, Id,
-    NamedTensor,
+    BackendError, BackendFromDir, BackendGraph, BackendInner, NamedTensor,
 };
 use wasmtime_wasi_nn::wit::{ExecutionTarget, GraphEncoding};
 use wasmtime_wasi_nn::{ExecutionContext, Graph, Tensor};
 
+use super::protocol::{self, named, NamedCompute};
 use super::tensor::{bytes, i32s, invalid, to_text, to_tokens};
 use crate::metrics::Metrics;
 
@@ -44,19 +44,17 @@ pub struct LlmGraph {
 impl LlmGraph {
     #[allow(clippy::new_ret_no_self)]
     pub fn new(model: Arc<Model>, metrics: Arc<Metrics>) -> Graph {
-        let graph: Box<dyn BackendGraph> = Box::new(LlmGraph { model, metrics });
-        graph.into()
+        protocol::graph(LlmGraph { model, metrics })
     }
 }
 
 impl BackendGraph for LlmGraph {
     fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
         self.metrics.active_sequences.fetch_add(1, Relaxed);
-        let ctx: Box<dyn BackendExecutionContext> = Box::new(LlmContext {
+        Ok(protocol::context(LlmContext {
             seq: self.model.new_sequence(),
             metrics: self.metrics.clone(),
-        });
-        Ok(ctx.into())
+        }))
     }
 }
 
@@ -161,39 +159,14 @@ impl LlmContext {
     }
 }
 
-fn named(name: &str, tensor: Tensor) -> NamedTensor {
-    NamedTensor {
-        name: name.to_string(),
-        tensor,
-    }
-}
-
-impl BackendExecutionContext for LlmContext {
-    fn set_input(&mut self, _: Id, _: &Tensor) -> Result<(), BackendError> {
-        Err(invalid(
-            "set-input is the witx API; use compute with named inputs",
-        ))
-    }
-
-    fn get_output(&mut self, _: Id) -> Result<Tensor, BackendError> {
-        Err(invalid(
-            "get-output is the witx API; use compute with named inputs",
-        ))
-    }
-
-    fn compute(
-        &mut self,
-        inputs: Option<Vec<NamedTensor>>,
-    ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
-        let inputs = inputs.ok_or_else(|| invalid("compute needs named inputs"))?;
-        let first = inputs
-            .first()
-            .ok_or_else(|| invalid("compute needs an input"))?;
+impl NamedCompute for LlmContext {
+    fn compute(&mut self, inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>, BackendError> {
+        let first = &inputs[0];
         let outputs = match first.name.as_str() {
             "metadata" => self.metadata()?,
             "tokenize" => self.tokenize(&first.tensor)?,
             _ => self.step(&inputs)?,
         };
-        Ok(Some(outputs))
+        Ok(outputs)
     }
 }

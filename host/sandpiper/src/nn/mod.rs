@@ -4,6 +4,7 @@
 
 mod embed;
 mod llm;
+mod protocol;
 mod registry;
 mod tensor;
 mod voice;

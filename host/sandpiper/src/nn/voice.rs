@@ -7,12 +7,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use sandpiper_voice::Voice;
-use wasmtime_wasi_nn::backend::{
-    BackendError, BackendExecutionContext, BackendGraph, Id, NamedTensor,
-};
+use wasmtime_wasi_nn::backend::{BackendError, BackendGraph, NamedTensor};
 use wasmtime_wasi_nn::wit::TensorType;
 use wasmtime_wasi_nn::{ExecutionContext, Graph, Tensor};
 
+use super::protocol::{self, named, NamedCompute};
 use super::tensor::{bytes, invalid, to_text};
 use crate::metrics::Metrics;
 
@@ -26,18 +25,16 @@ impl VoiceGraph {
     /// Like `LlmGraph::new`: wasi-nn wants the graph boxed as a `Graph`.
     #[allow(clippy::new_ret_no_self)]
     pub fn new(voice: Arc<Voice>, metrics: Arc<Metrics>) -> Graph {
-        let graph: Box<dyn BackendGraph> = Box::new(VoiceGraph { voice, metrics });
-        graph.into()
+        protocol::graph(VoiceGraph { voice, metrics })
     }
 }
 
 impl BackendGraph for VoiceGraph {
     fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
-        let ctx: Box<dyn BackendExecutionContext> = Box::new(VoiceContext {
+        Ok(protocol::context(VoiceContext {
             voice: self.voice.clone(),
             metrics: self.metrics.clone(),
-        });
-        Ok(ctx.into())
+        }))
     }
 }
 
@@ -45,13 +42,6 @@ impl BackendGraph for VoiceGraph {
 struct VoiceContext {
     voice: Arc<Voice>,
     metrics: Arc<Metrics>,
-}
-
-fn named(name: &str, tensor: Tensor) -> NamedTensor {
-    NamedTensor {
-        name: name.to_string(),
-        tensor,
-    }
 }
 
 fn error(code: &str, message: String) -> Vec<NamedTensor> {
@@ -145,31 +135,13 @@ impl VoiceContext {
     }
 }
 
-impl BackendExecutionContext for VoiceContext {
-    fn set_input(&mut self, _: Id, _: &Tensor) -> Result<(), BackendError> {
-        Err(invalid(
-            "set-input is the witx API; use compute with named inputs",
-        ))
-    }
-
-    fn get_output(&mut self, _: Id) -> Result<Tensor, BackendError> {
-        Err(invalid(
-            "get-output is the witx API; use compute with named inputs",
-        ))
-    }
-
-    fn compute(
-        &mut self,
-        inputs: Option<Vec<NamedTensor>>,
-    ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
-        let inputs = inputs.ok_or_else(|| invalid("compute needs named inputs"))?;
-        let first = inputs
-            .first()
-            .ok_or_else(|| invalid("compute needs an input"))?;
+impl NamedCompute for VoiceContext {
+    fn compute(&mut self, inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>, BackendError> {
+        let first = &inputs[0];
         let outputs = match first.name.as_str() {
             "metadata" => self.metadata(),
             _ => self.speak(&inputs)?,
         };
-        Ok(Some(outputs))
+        Ok(outputs)
     }
 }
