@@ -136,6 +136,31 @@ def test_logit_bias_and_penalties(client):
         assert e.value.param == next(iter(kwargs))
 
 
+def test_chat_n_choices(client):
+    poem = [{"role": "user", "content": "Write a short poem about the sea."}]
+    args = dict(model=CHAT, messages=poem, temperature=1, seed=7, max_tokens=16, n=3)
+    reply = client.chat.completions.create(**args)
+    assert [c.index for c in reply.choices] == [0, 1, 2]
+    texts = [c.message.content for c in reply.choices]
+    assert len(set(texts)) > 1
+    again = client.chat.completions.create(**args)
+    assert [c.message.content for c in again.choices] == texts
+    assert again.usage == reply.usage
+
+    streamed = ["", "", ""]
+    finishes = [None, None, None]
+    for chunk in client.chat.completions.create(**args, stream=True):
+        for c in chunk.choices:
+            streamed[c.index] += c.delta.content or ""
+            finishes[c.index] = c.finish_reason or finishes[c.index]
+    assert streamed == texts
+    assert finishes == [c.finish_reason for c in reply.choices]
+
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=CHAT, messages=PARIS, n=9)
+    assert e.value.param == "n"
+
+
 def test_chat_errors_are_typed(client):
     with pytest.raises(openai.NotFoundError) as e:
         client.chat.completions.create(model="no-such-model", messages=PARIS)

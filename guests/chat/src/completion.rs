@@ -5,7 +5,7 @@ use crate::generate::{generate, token_budget, Collected, GenError, Limits, Model
 use crate::logprobs::StepLogprobs;
 use crate::metadata::ModelMetadata;
 use crate::request::{self, ChatRequest};
-use crate::response::{completion, CompletionId, Usage};
+use crate::response::{completion, Choice, CompletionId, Usage};
 use crate::stream::{Chunks, SseSink};
 use crate::template::{self, TemplateError};
 use sandpiper_guest_sdk::http::{respond_error, respond_json, Request, Streaming};
@@ -36,18 +36,34 @@ pub fn handle(http: Request, out: ResponseOutparam) {
         created: time::unix_secs(),
         model: chat.model.clone(),
     };
-    let mut model = NnModel::new(&session.context, chat.sampling_json());
+    // One sequence per choice: the first reuses the context that tokenised
+    // the prompt, the others get fresh ones from the same graph.
+    let extra = match (1..chat.n)
+        .map(|_| session.graph.context())
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(extra) => extra,
+        Err(e) => {
+            let e = model_failed(&chat.model, "could not start a sequence", &e);
+            return fail(out, &chat.model, &e);
+        }
+    };
+    let mut models: Vec<NnModel> = std::iter::once(&session.context)
+        .chain(&extra)
+        .zip(0..)
+        .map(|(context, index)| NnModel::new(context, chat.sampling_json(index)))
+        .collect();
     if chat.stream {
-        stream(&chat, &session, &mut model, ident, out);
+        stream(&chat, &session, &mut models, ident, out);
     } else {
-        whole(&chat, &session, &mut model, ident, out);
+        whole(&chat, &session, &mut models, ident, out);
     }
 }
 
 /// A model loaded and prompted, ready to generate.
 struct Session {
-    /// Kept alive for the whole request: the context belongs to it.
-    _graph: Graph,
+    /// Kept alive for the whole request: the contexts belong to it.
+    graph: Graph,
     context: Context,
     prompt: Vec<i32>,
     limits: Limits,
@@ -91,7 +107,7 @@ fn prepare(chat: &ChatRequest) -> Result<Session, ApiError> {
     }
     let max_new_tokens = token_budget(prompt.len() as u64, meta.context_length, chat.max_tokens)?;
     Ok(Session {
-        _graph: graph,
+        graph,
         context,
         prompt,
         limits: Limits {
@@ -150,41 +166,44 @@ fn generation_error(model: &str, error: &NnError, sampled: u64) -> ApiError {
 fn whole(
     chat: &ChatRequest,
     session: &Session,
-    model: &mut NnModel,
+    models: &mut [NnModel],
     ident: CompletionId,
     out: ResponseOutparam,
 ) {
-    let mut out_text = Collected::default();
-    match generate(model, &session.prompt, &session.limits, &mut out_text) {
-        Ok(outcome) => {
-            let usage = usage(session, &outcome);
-            let logprobs = chat.logprobs.then_some(out_text.logprobs.as_slice());
-            let body = completion(
-                &ident,
-                &out_text.content,
-                logprobs,
-                outcome.finish_reason,
-                usage,
-            );
-            respond_json(out, 200, &body.to_string());
-            log_done(chat, 200, session, model, Some(outcome), "");
+    let mut results = Vec::with_capacity(models.len());
+    for model in models.iter_mut() {
+        let mut out_text = Collected::default();
+        match generate(model, &session.prompt, &session.limits, &mut out_text) {
+            Ok(outcome) => results.push((out_text, outcome)),
+            Err(GenError::Model {
+                error,
+                completion_tokens,
+            }) => {
+                let e = generation_error(&chat.model, &error, completion_tokens);
+                return fail(out, &chat.model, &e);
+            }
+            // A String sink never disconnects.
+            Err(GenError::Disconnected { .. }) => return,
         }
-        Err(GenError::Model {
-            error,
-            completion_tokens,
-        }) => {
-            let e = generation_error(&chat.model, &error, completion_tokens);
-            fail(out, &chat.model, &e);
-        }
-        // A String sink never disconnects.
-        Err(GenError::Disconnected { .. }) => {}
     }
+    let choices: Vec<Choice> = results
+        .iter()
+        .map(|(text, outcome)| Choice {
+            content: &text.content,
+            logprobs: chat.logprobs.then_some(text.logprobs.as_slice()),
+            finish: outcome.finish_reason,
+        })
+        .collect();
+    let outcomes: Vec<Outcome> = results.iter().map(|(_, outcome)| *outcome).collect();
+    let body = completion(&ident, &choices, usage(session, &outcomes));
+    respond_json(out, 200, &body.to_string());
+    log_done(chat, 200, session, models, outcomes.last().copied(), "");
 }
 
 fn stream(
     chat: &ChatRequest,
     session: &Session,
-    model: &mut NnModel,
+    models: &mut [NnModel],
     ident: CompletionId,
     out: ResponseOutparam,
 ) {
@@ -198,50 +217,68 @@ fn stream(
         ("cache-control", "no-cache"),
     ];
     let Ok(mut body) = Streaming::start(out, 200, &head) else {
-        return log_done(chat, 200, session, model, None, "client gone");
+        return log_done(chat, 200, session, models, None, "client gone");
     };
-    if body.send(&chunks.role()).is_err() {
-        return log_done(chat, 200, session, model, None, "client gone");
-    }
-    let result = {
-        let mut sink = SseSink {
-            chunks: &chunks,
-            write: |bytes: &[u8]| body.send(bytes),
+    // Choices one after another (see `stream.rs`), each with its own role,
+    // content and finish chunks.
+    let mut outcomes = Vec::with_capacity(models.len());
+    for index in 0..models.len() {
+        if body.send(&chunks.role(index as u64)).is_err() {
+            return log_done(chat, 200, session, models, None, "client gone");
+        }
+        let result = {
+            let mut sink = SseSink {
+                chunks: &chunks,
+                index: index as u64,
+                write: |bytes: &[u8]| body.send(bytes),
+            };
+            generate(
+                &mut models[index],
+                &session.prompt,
+                &session.limits,
+                &mut sink,
+            )
         };
-        generate(model, &session.prompt, &session.limits, &mut sink)
-    };
-    match result {
-        Ok(outcome) => {
-            // The client may leave during these last writes; nothing is
-            // left to stop, so failures are ignored.
-            let _ = body.send(&chunks.finish(outcome.finish_reason));
-            if chat.include_usage {
-                let _ = body.send(&chunks.usage(usage(session, &outcome)));
+        match result {
+            Ok(outcome) => {
+                if body
+                    .send(&chunks.finish(index as u64, outcome.finish_reason))
+                    .is_err()
+                {
+                    return log_done(chat, 200, session, models, None, "client gone");
+                }
+                outcomes.push(outcome);
             }
-            let _ = body.send(sse::DONE);
-            body.finish();
-            log_done(chat, 200, session, model, Some(outcome), "");
-        }
-        Err(GenError::Model {
-            error,
-            completion_tokens,
-        }) => {
-            // Status and headers are gone: the error travels in the stream.
-            let e = generation_error(&chat.model, &error, completion_tokens);
-            let _ = body.send(&sse::data_event(&e.to_json()));
-            body.finish();
-            log_done(chat, 200, session, model, None, &e.message);
-        }
-        Err(GenError::Disconnected { .. }) => {
-            log_done(chat, 200, session, model, None, "client gone");
+            Err(GenError::Model {
+                error,
+                completion_tokens,
+            }) => {
+                // Status and headers are gone: the error travels in the stream.
+                let e = generation_error(&chat.model, &error, completion_tokens);
+                let _ = body.send(&sse::data_event(&e.to_json()));
+                body.finish();
+                return log_done(chat, 200, session, models, None, &e.message);
+            }
+            Err(GenError::Disconnected { .. }) => {
+                return log_done(chat, 200, session, models, None, "client gone");
+            }
         }
     }
+    // The client may leave during these last writes; nothing is left to
+    // stop, so failures are ignored.
+    if chat.include_usage {
+        let _ = body.send(&chunks.usage(usage(session, &outcomes)));
+    }
+    let _ = body.send(sse::DONE);
+    body.finish();
+    log_done(chat, 200, session, models, outcomes.last().copied(), "");
 }
 
-fn usage(session: &Session, outcome: &Outcome) -> Usage {
+/// The prompt counted once (it is shared), plus every choice's completion.
+fn usage(session: &Session, outcomes: &[Outcome]) -> Usage {
     Usage {
         prompt_tokens: session.prompt.len() as u64,
-        completion_tokens: outcome.completion_tokens,
+        completion_tokens: outcomes.iter().map(|o| o.completion_tokens).sum(),
     }
 }
 
@@ -257,24 +294,27 @@ fn fail(out: ResponseOutparam, model: &str, error: &ApiError) {
 }
 
 /// The request's one log line once generation ran (the host forwards guest
-/// stderr to its log).
+/// stderr to its log). Timings are the first choice's; `completion_tokens`
+/// counts every choice's steps; `finish` is the last choice's.
 fn log_done(
     chat: &ChatRequest,
     status: u16,
     session: &Session,
-    model: &NnModel,
+    models: &[NnModel],
     outcome: Option<Outcome>,
     note: &str,
 ) {
     let finish = outcome.map_or("aborted", |o| o.finish_reason.as_str());
+    let first = &models[0];
     let mut line = format!(
-        "chat model={} status={status} stream={} prompt_tokens={} completion_tokens={} prefill_ms={:.1} decode_tok_s={:.1} finish={finish}",
+        "chat model={} status={status} stream={} n={} prompt_tokens={} completion_tokens={} prefill_ms={:.1} decode_tok_s={:.1} finish={finish}",
         chat.model,
         chat.stream,
+        chat.n,
         session.prompt.len(),
-        model.steps,
-        model.prefill_ms(),
-        model.decode_tokens_per_sec(),
+        models.iter().map(|m| m.steps).sum::<u64>(),
+        first.prefill_ms(),
+        first.decode_tokens_per_sec(),
     );
     if !note.is_empty() {
         line.push_str(&format!(" note={note:?}"));

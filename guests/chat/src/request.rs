@@ -16,6 +16,9 @@ pub const MAX_STOP_SEQUENCES: usize = 4;
 /// Most alternatives `top_logprobs` may ask for (OpenAI's limit).
 pub const MAX_TOP_LOGPROBS: u64 = 20;
 
+/// Most choices `n` may ask for: each is a sequence of its own.
+pub const MAX_N: u64 = 8;
+
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -91,11 +94,15 @@ pub struct ChatRequest {
     pub logprobs: bool,
     /// 0..=20 alternatives per token (only with `logprobs`).
     pub top_logprobs: u64,
+    /// Choices to generate, 1..=[`MAX_N`], default 1.
+    pub n: u64,
 }
 
 impl ChatRequest {
-    /// The `sampling` tensor of `nn-protocol.md`.
-    pub fn sampling_json(&self) -> String {
+    /// The `sampling` tensor of `nn-protocol.md` for choice `index`: with a
+    /// seed, choice `i` samples with `seed + i` (wrapping), so the choices
+    /// differ from each other yet the whole response reproduces.
+    pub fn sampling_json(&self, index: u64) -> String {
         let bias: Map<String, Value> = self
             .logit_bias
             .iter()
@@ -104,7 +111,7 @@ impl ChatRequest {
         json!({
             "temperature": self.temperature,
             "top_p": self.top_p,
-            "seed": self.seed,
+            "seed": self.seed.map(|seed| seed.wrapping_add(index)),
             "frequency_penalty": self.frequency_penalty,
             "presence_penalty": self.presence_penalty,
             "logit_bias": bias,
@@ -266,18 +273,20 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
     }
     check_unsupported(&obj)?;
 
-    match present(&obj, "n") {
-        None => {}
-        Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
+    let n = match present(&obj, "n") {
+        None => 1,
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|k| (1..=MAX_N).contains(&k)) => {
+            n.as_u64().unwrap_or(1)
+        }
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
-            return Err(ApiError::invalid_request(format!(
-                "Invalid 'n': only n=1 is supported, but got {n}."
+            return Err(out_of_range(
+                "n",
+                n.as_f64().unwrap_or(0.0),
+                "between 1 and 8",
             ))
-            .with_param("n")
-            .with_code("unsupported_value"))
         }
         Some(other) => return Err(wrong_type("n", "an integer", other)),
-    }
+    };
 
     Ok(ChatRequest {
         model,
@@ -294,6 +303,7 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
         logit_bias,
         logprobs,
         top_logprobs,
+        n,
     })
 }
 
@@ -748,10 +758,33 @@ mod tests {
     }
 
     #[test]
-    fn only_n_1() {
-        let e = err(json!({"model": "m", "messages": user("x"), "n": 2}));
-        assert_eq!((e.status, e.param.as_deref()), (400, Some("n")));
-        ok(json!({"model": "m", "messages": user("x"), "n": 1}));
+    fn n_from_1_to_8() {
+        assert_eq!(ok(json!({"model": "m", "messages": user("x")})).n, 1);
+        for n in [1, 2, 8] {
+            assert_eq!(
+                ok(json!({"model": "m", "messages": user("x"), "n": n})).n,
+                n
+            );
+        }
+        for bad in [json!(0), json!(9), json!(-1), json!(100)] {
+            let e = err(json!({"model": "m", "messages": user("x"), "n": bad}));
+            assert_eq!((e.status, e.param.as_deref()), (400, Some("n")), "{bad}");
+            assert_eq!(e.code.as_deref(), Some("invalid_value"));
+        }
+        let e = err(json!({"model": "m", "messages": user("x"), "n": 1.5}));
+        assert_eq!(e.param.as_deref(), Some("n"));
+    }
+
+    #[test]
+    fn choice_i_samples_with_seed_plus_i() {
+        let r = ok(json!({"model": "m", "messages": user("x"), "seed": 10, "n": 3}));
+        let seeds: Vec<Value> = (0..3)
+            .map(|i| serde_json::from_str::<Value>(&r.sampling_json(i)).unwrap()["seed"].clone())
+            .collect();
+        assert_eq!(seeds, [json!(10), json!(11), json!(12)]);
+        let wrap = ok(json!({"model": "m", "messages": user("x"), "seed": -1}));
+        let v: Value = serde_json::from_str(&wrap.sampling_json(1)).unwrap();
+        assert_eq!(v["seed"], json!(0));
     }
 
     #[test]
@@ -764,7 +797,7 @@ mod tests {
     #[test]
     fn sampling_json_matches_protocol() {
         let mut r = ok(json!({"model": "m", "messages": user("x"), "temperature": 0, "seed": 42}));
-        let v: Value = serde_json::from_str(&r.sampling_json()).unwrap();
+        let v: Value = serde_json::from_str(&r.sampling_json(0)).unwrap();
         assert_eq!(
             v,
             json!({"temperature": 0.0, "top_p": 1.0, "seed": 42, "frequency_penalty": 0.0,
@@ -774,13 +807,13 @@ mod tests {
             json!({"model": "m", "messages": user("x"), "logit_bias": {"5": -1},
             "presence_penalty": 1, "logprobs": true, "top_logprobs": 2}),
         );
-        let v: Value = serde_json::from_str(&b.sampling_json()).unwrap();
+        let v: Value = serde_json::from_str(&b.sampling_json(0)).unwrap();
         assert_eq!(v["logit_bias"], json!({"5": -1.0}));
         assert_eq!(v["presence_penalty"], json!(1.0));
         assert_eq!(v["top_logprobs"], json!(2));
         assert_eq!(v["logprobs"], true);
         r.seed = None;
-        let v: Value = serde_json::from_str(&r.sampling_json()).unwrap();
+        let v: Value = serde_json::from_str(&r.sampling_json(0)).unwrap();
         assert_eq!(v["seed"], Value::Null);
     }
 }

@@ -34,26 +34,35 @@ pub struct CompletionId {
     pub model: String,
 }
 
-/// A `chat.completion` object. `logprobs` is `Some` when the request asked
-/// for them.
-pub fn completion(
-    ident: &CompletionId,
-    content: &str,
-    logprobs: Option<&[TokenLogprob]>,
-    finish: FinishReason,
-    usage: Usage,
-) -> Value {
+/// One generated choice of a non-streamed response. `logprobs` is `Some`
+/// when the request asked for them.
+#[derive(Debug, Clone, Copy)]
+pub struct Choice<'a> {
+    pub content: &'a str,
+    pub logprobs: Option<&'a [TokenLogprob]>,
+    pub finish: FinishReason,
+}
+
+/// A `chat.completion` object; choice `i` of `choices` gets `"index": i`.
+pub fn completion(ident: &CompletionId, choices: &[Choice], usage: Usage) -> Value {
+    let choices: Vec<Value> = choices
+        .iter()
+        .enumerate()
+        .map(|(index, choice)| {
+            json!({
+                "index": index,
+                "message": {"role": "assistant", "content": choice.content},
+                "logprobs": choice.logprobs.map(choice_logprobs),
+                "finish_reason": choice.finish.as_str(),
+            })
+        })
+        .collect();
     json!({
         "id": ident.id,
         "object": "chat.completion",
         "created": ident.created,
         "model": ident.model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": content},
-            "logprobs": logprobs.map(choice_logprobs),
-            "finish_reason": finish.as_str(),
-        }],
+        "choices": choices,
         "usage": usage.to_value(),
     })
 }
@@ -73,17 +82,30 @@ mod tests {
             prompt_tokens: 3,
             completion_tokens: 2,
         };
+        let paris = Choice {
+            content: "Paris",
+            logprobs: None,
+            finish: FinishReason::Stop,
+        };
         assert_eq!(
-            completion(&ident, "Paris", None, FinishReason::Stop, usage),
+            completion(&ident, &[paris], usage),
             json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 7, "model": "m",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris"},
                              "logprobs": null, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
         );
-        let body = completion(&ident, "", Some(&[]), FinishReason::Stop, usage);
+        let empty = Choice {
+            content: "",
+            logprobs: Some(&[]),
+            finish: FinishReason::Length,
+        };
+        let body = completion(&ident, &[empty, paris], usage);
         assert_eq!(
             body["choices"][0]["logprobs"],
             json!({"content": [], "refusal": null})
         );
+        assert_eq!(body["choices"][0]["finish_reason"], "length");
+        assert_eq!(body["choices"][1]["index"], 1);
+        assert_eq!(body["choices"][1]["message"]["content"], "Paris");
     }
 }

@@ -5,6 +5,11 @@
 //! `finish_reason`, a usage chunk with `"choices": []` when
 //! `stream_options.include_usage` is set, then `data: [DONE]`. With
 //! `include_usage` every other chunk carries `"usage": null`.
+//!
+//! With `n` > 1 the choices are generated one after another, not
+//! interleaved: choice 0's role, content and finish chunks, then choice 1's,
+//! and so on, each chunk carrying its choice's `index`; the usage chunk and
+//! `[DONE]` come once, after the last choice.
 
 use crate::generate::{FinishReason, Sink};
 use crate::logprobs::{choice_logprobs, TokenLogprob};
@@ -37,9 +42,9 @@ impl Chunks {
         sse::data_event(&chunk.to_string())
     }
 
-    fn choice(delta: Value, logprobs: Value, finish: Option<FinishReason>) -> Value {
+    fn choice(index: u64, delta: Value, logprobs: Value, finish: Option<FinishReason>) -> Value {
         json!([{
-            "index": 0,
+            "index": index,
             "delta": delta,
             "logprobs": logprobs,
             "finish_reason": finish.map(FinishReason::as_str),
@@ -47,9 +52,10 @@ impl Chunks {
     }
 
     /// The first event: announces the assistant role with empty content.
-    pub fn role(&self) -> Vec<u8> {
+    pub fn role(&self, index: u64) -> Vec<u8> {
         self.event(
             Self::choice(
+                index,
                 json!({"role": "assistant", "content": ""}),
                 Value::Null,
                 None,
@@ -60,18 +66,24 @@ impl Chunks {
 
     /// One content delta with the log-probabilities of the tokens it
     /// completes (see `generate`).
-    pub fn content(&self, text: &str, logprobs: &[TokenLogprob]) -> Vec<u8> {
+    pub fn content(&self, index: u64, text: &str, logprobs: &[TokenLogprob]) -> Vec<u8> {
         let logprobs = if self.logprobs {
             choice_logprobs(logprobs)
         } else {
             Value::Null
         };
-        self.event(Self::choice(json!({"content": text}), logprobs, None), None)
+        self.event(
+            Self::choice(index, json!({"content": text}), logprobs, None),
+            None,
+        )
     }
 
-    /// The event that ends the choice.
-    pub fn finish(&self, reason: FinishReason) -> Vec<u8> {
-        self.event(Self::choice(json!({}), Value::Null, Some(reason)), None)
+    /// The event that ends choice `index`.
+    pub fn finish(&self, index: u64, reason: FinishReason) -> Vec<u8> {
+        self.event(
+            Self::choice(index, json!({}), Value::Null, Some(reason)),
+            None,
+        )
     }
 
     /// The usage event (send only when `include_usage`).
@@ -84,12 +96,14 @@ impl Chunks {
 /// which must flush so the client sees tokens as they are generated.
 pub struct SseSink<'a, W> {
     pub chunks: &'a Chunks,
+    /// The choice the deltas belong to.
+    pub index: u64,
     pub write: W,
 }
 
 impl<W: FnMut(&[u8]) -> Result<(), Disconnected>> Sink for SseSink<'_, W> {
     fn text(&mut self, delta: &str, logprobs: &[TokenLogprob]) -> Result<(), Disconnected> {
-        (self.write)(&self.chunks.content(delta, logprobs))
+        (self.write)(&self.chunks.content(self.index, delta, logprobs))
     }
 }
 
@@ -124,7 +138,7 @@ mod tests {
     #[test]
     fn role_content_finish_usage() {
         let c = chunks(true);
-        let role = parse(&c.role());
+        let role = parse(&c.role(0));
         assert_eq!(role["object"], "chat.completion.chunk");
         assert_eq!(
             role["choices"][0]["delta"],
@@ -134,7 +148,7 @@ mod tests {
         assert_eq!(role["usage"], Value::Null);
         assert!(role.as_object().unwrap().contains_key("usage"));
 
-        let content = parse(&c.content("Hi\n", &[]));
+        let content = parse(&c.content(0, "Hi\n", &[]));
         assert_eq!(content["choices"][0]["delta"], json!({"content": "Hi\n"}));
         assert_eq!(content["choices"][0]["logprobs"], Value::Null);
         let with = Chunks {
@@ -148,13 +162,14 @@ mod tests {
                 top: vec![],
             },
         );
-        let content = parse(&with.content("Hi", &[entry]));
+        let content = parse(&with.content(0, "Hi", &[entry]));
         assert_eq!(
             content["choices"][0]["logprobs"]["content"][0],
             json!({"token": "Hi", "logprob": -0.5, "bytes": [72, 105], "top_logprobs": []})
         );
 
-        let fin = parse(&c.finish(FinishReason::Length));
+        let fin = parse(&c.finish(2, FinishReason::Length));
+        assert_eq!(fin["choices"][0]["index"], 2);
         assert_eq!(fin["choices"][0]["delta"], json!({}));
         assert_eq!(fin["choices"][0]["finish_reason"], "length");
 
@@ -168,7 +183,7 @@ mod tests {
 
     #[test]
     fn no_usage_field_without_include_usage() {
-        let role = parse(&chunks(false).role());
+        let role = parse(&chunks(false).role(0));
         assert!(!role.as_object().unwrap().contains_key("usage"));
     }
 
@@ -205,6 +220,7 @@ mod tests {
         let mut wire = Vec::new();
         let mut sink = SseSink {
             chunks: &c,
+            index: 1,
             write: |b: &[u8]| {
                 wire.extend_from_slice(b);
                 Ok(())
@@ -216,7 +232,9 @@ mod tests {
             .split("\n\n")
             .filter(|e| !e.is_empty())
             .map(|e| {
-                parse(format!("{e}\n\n").as_bytes())["choices"][0]["delta"]["content"]
+                let chunk = parse(format!("{e}\n\n").as_bytes());
+                assert_eq!(chunk["choices"][0]["index"], 1);
+                chunk["choices"][0]["delta"]["content"]
                     .as_str()
                     .unwrap()
                     .to_string()

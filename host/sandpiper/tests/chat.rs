@@ -80,6 +80,76 @@ fn max_tokens_stop_and_seed() {
 }
 
 #[test]
+fn n_choices_are_separate_reproducible_sequences() {
+    let server = Server::start(&[]);
+    let req = json!({
+        "model": MODEL, "temperature": 1.0, "seed": 7, "max_tokens": 16, "n": 3,
+        "messages": [{"role": "user", "content": "Write a short poem about the sea."}],
+    });
+    let (status, a) = server.post("/v1/chat/completions", &req);
+    assert_eq!(status, 200, "{a}");
+    let choices = a["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3, "{a}");
+    let texts: Vec<&str> = choices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            assert_eq!(c["index"], i, "{a}");
+            c["message"]["content"].as_str().unwrap()
+        })
+        .collect();
+    // Seeds 7, 8 and 9: the choices are sampled independently.
+    assert!(texts[0] != texts[1] || texts[1] != texts[2], "{texts:?}");
+    // The prompt is counted once, the completions summed.
+    let (_, one) = server.post(
+        "/v1/chat/completions",
+        &json!({"model": MODEL, "max_tokens": 1, "messages": req["messages"]}),
+    );
+    assert_eq!(a["usage"]["prompt_tokens"], one["usage"]["prompt_tokens"]);
+    let finishes: Vec<&str> = choices
+        .iter()
+        .map(|c| c["finish_reason"].as_str().unwrap())
+        .collect();
+    assert!(finishes.iter().all(|f| *f == "stop" || *f == "length"));
+
+    // The whole response reproduces.
+    let (_, b) = server.post("/v1/chat/completions", &req);
+    assert_eq!(a["choices"], b["choices"]);
+    assert_eq!(a["usage"], b["usage"]);
+
+    // Streamed: each chunk names its choice; per index the deltas join to
+    // the non-streamed text, each choice ends with its own finish chunk.
+    let mut streaming = req.clone();
+    streaming["stream"] = json!(true);
+    streaming["stream_options"] = json!({"include_usage": true});
+    let events = server.stream(&streaming);
+    let mut streamed = vec![String::new(); 3];
+    let mut finished = vec![None; 3];
+    for event in &events {
+        for c in event["choices"].as_array().unwrap() {
+            let i = c["index"].as_u64().unwrap() as usize;
+            assert!(finished[i].is_none(), "delta after choice {i} finished");
+            if let Some(text) = c["delta"]["content"].as_str() {
+                streamed[i].push_str(text);
+            }
+            if let Some(reason) = c["finish_reason"].as_str() {
+                finished[i] = Some(reason.to_string());
+            }
+        }
+    }
+    assert_eq!(streamed, texts);
+    let finished: Vec<String> = finished.into_iter().map(Option::unwrap).collect();
+    assert_eq!(finished, finishes);
+    assert_eq!(events.last().unwrap()["usage"], a["usage"]);
+
+    // More than 8 choices is refused by name.
+    let mut many = req.clone();
+    many["n"] = json!(9);
+    let (status, body) = server.post("/v1/chat/completions", &many);
+    assert_eq!((status, &body["error"]["param"]), (400, &json!("n")));
+}
+
+#[test]
 fn models_are_listed() {
     let server = Server::start(&[]);
     let (status, body) = server.get("/v1/models");
