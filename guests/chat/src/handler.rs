@@ -12,10 +12,7 @@ impl wasi::exports::http::incoming_handler::Guest for Chat {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let request = Request::new(request);
         match route(request.method(), request.path()) {
-            Err(no) => {
-                let allow: Vec<(&str, &str)> = no.allow.map(|a| ("allow", a)).into_iter().collect();
-                respond_error(out, &no.error, &allow);
-            }
+            Err(no) => respond_error(out, &no.error, &no.headers()),
             Ok(Route::ListModels) => {
                 respond_json(out, 200, &models::list_value(&models::list()).to_string());
             }

@@ -6,7 +6,9 @@
 //! parameter (`"max_tokens"`, `"messages[2].role"`) and says what was
 //! expected. Unknown fields are ignored, as OpenAI ignores them.
 
-use sandpiper_guest_sdk::params::{describe, missing, positive_integer, present, wrong_type};
+use sandpiper_guest_sdk::params::{
+    describe, json_object, missing, positive_integer, present, required_string, wrong_type,
+};
 use sandpiper_guest_sdk::ApiError;
 use serde_json::{json, Map, Value};
 
@@ -188,19 +190,8 @@ fn check_unsupported(obj: &Map<String, Value>) -> Result<(), ApiError> {
 
 /// Parses and validates a request body.
 pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(ApiError::invalid_json)?;
-    let Value::Object(obj) = value else {
-        return Err(ApiError::invalid_request(format!(
-            "The request body must be a JSON object, but got {} instead.",
-            describe(&value)
-        )));
-    };
-
-    let model = match present(&obj, "model") {
-        None => return Err(missing("model")),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => return Err(wrong_type("model", "a string", other)),
-    };
+    let obj = json_object(body)?;
+    let model = required_string(&obj, "model")?;
 
     let messages = parse_messages(present(&obj, "messages"))?;
 

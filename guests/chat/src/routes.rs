@@ -3,7 +3,8 @@
 //! Kept apart from the handlers so the 404/405 rules are testable off-wasm.
 
 use sandpiper_guest_sdk::http::percent_decode;
-use sandpiper_guest_sdk::ApiError;
+use sandpiper_guest_sdk::routes::with_method;
+pub use sandpiper_guest_sdk::routes::NoRoute;
 
 /// The endpoints this guest serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,13 +17,6 @@ pub enum Route {
     GetModel(String),
 }
 
-/// A request no route accepts: the error plus, for a 405, the `allow` value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NoRoute {
-    pub error: ApiError,
-    pub allow: Option<&'static str>,
-}
-
 /// Matches `method` and `path` (without the query string).
 pub fn route(method: &str, path: &str) -> Result<Route, NoRoute> {
     let (route, allow) = if path == "/v1/chat/completions" {
@@ -32,19 +26,9 @@ pub fn route(method: &str, path: &str) -> Result<Route, NoRoute> {
     } else if let Some(id) = path.strip_prefix("/v1/models/").filter(|id| !id.is_empty()) {
         (Route::GetModel(percent_decode(id)), "GET")
     } else {
-        return Err(NoRoute {
-            error: ApiError::unknown_route(method, path),
-            allow: None,
-        });
+        return Err(NoRoute::unknown(method, path));
     };
-    if method == allow {
-        Ok(route)
-    } else {
-        Err(NoRoute {
-            error: ApiError::method_not_allowed(method, path, allow),
-            allow: Some(allow),
-        })
-    }
+    with_method(route, allow, method, path)
 }
 
 #[cfg(test)]

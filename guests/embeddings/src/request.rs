@@ -1,7 +1,9 @@
 //! Parsing and validating an Embeddings request body, with OpenAI's 400s
 //! naming the parameter at fault.
 
-use sandpiper_guest_sdk::params::{describe, missing, positive_integer, present, wrong_type};
+use sandpiper_guest_sdk::params::{
+    json_object, missing, positive_integer, present, required_string, wrong_type,
+};
 use sandpiper_guest_sdk::ApiError;
 use serde_json::Value;
 
@@ -59,18 +61,8 @@ pub struct EmbeddingsRequest {
 /// Parses and validates a request body. `user` is accepted and ignored, as
 /// are unknown fields.
 pub fn parse(body: &[u8]) -> Result<EmbeddingsRequest, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(ApiError::invalid_json)?;
-    let Value::Object(obj) = value else {
-        return Err(ApiError::invalid_request(format!(
-            "The request body must be a JSON object, but got {} instead.",
-            describe(&value)
-        )));
-    };
-    let model = match present(&obj, "model") {
-        None => return Err(missing("model")),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => return Err(wrong_type("model", "a string", other)),
-    };
+    let obj = json_object(body)?;
+    let model = required_string(&obj, "model")?;
     let input = parse_input(present(&obj, "input"))?;
     let encoding_format = match present(&obj, "encoding_format") {
         None => EncodingFormat::Float,

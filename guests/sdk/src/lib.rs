@@ -32,6 +32,7 @@ pub mod log;
 pub mod models;
 pub mod nn;
 pub mod params;
+pub mod routes;
 pub mod sse;
 #[cfg(target_arch = "wasm32")]
 pub mod time;

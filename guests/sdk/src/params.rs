@@ -5,6 +5,26 @@
 use crate::ApiError;
 use serde_json::{Map, Value};
 
+/// The request body as a JSON object: malformed JSON or another JSON type is a 400.
+pub fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice(body).map_err(ApiError::invalid_json)? {
+        Value::Object(obj) => Ok(obj),
+        other => Err(ApiError::invalid_request(format!(
+            "The request body must be a JSON object, but got {} instead.",
+            describe(&other)
+        ))),
+    }
+}
+
+/// A required string parameter, such as `model` or `input`.
+pub fn required_string(obj: &Map<String, Value>, key: &str) -> Result<String, ApiError> {
+    match present(obj, key) {
+        None => Err(missing(key)),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => Err(wrong_type(key, "a string", other)),
+    }
+}
+
 /// The field's value, treating an explicit `null` like an absent field (as
 /// OpenAI does for optional parameters).
 pub fn present<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {

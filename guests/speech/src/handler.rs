@@ -22,10 +22,7 @@ impl wasi::exports::http::incoming_handler::Guest for Speech {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let request = Request::new(request);
         match route(request.method(), request.path()) {
-            Err(no) => {
-                let allow: Vec<(&str, &str)> = no.allow.map(|a| ("allow", a)).into_iter().collect();
-                respond_error(out, &no.error, &allow);
-            }
+            Err(no) => respond_error(out, &no.error, &no.headers()),
             Ok(Route::Voices) => {
                 let installed = installed_voices();
                 let data: Vec<_> = installed

@@ -1,7 +1,7 @@
 //! `POST /v1/audio/speech` bodies, validated with OpenAI's error shapes.
 
 use crate::audio::{Format, FORMAT_NAMES};
-use sandpiper_guest_sdk::params::{missing, present, wrong_type};
+use sandpiper_guest_sdk::params::{json_object, present, required_string, wrong_type};
 use sandpiper_guest_sdk::ApiError;
 use serde_json::{Map, Value};
 
@@ -37,16 +37,8 @@ fn invalid_value(param: &str, message: String) -> ApiError {
 }
 
 pub fn parse(body: &[u8]) -> Result<SpeechRequest, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(ApiError::invalid_json)?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| ApiError::invalid_request("The request body must be a JSON object."))?;
-
-    let input = match present(obj, "input") {
-        None => return Err(missing("input")),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => return Err(wrong_type("input", "a string", other)),
-    };
+    let obj = &json_object(body)?;
+    let input = required_string(obj, "input")?;
     if input.trim().is_empty() {
         return Err(invalid_value(
             "input",

@@ -1,6 +1,7 @@
 //! Which endpoint a request is for, decided from method and path alone.
 
-use sandpiper_guest_sdk::ApiError;
+use sandpiper_guest_sdk::routes::with_method;
+pub use sandpiper_guest_sdk::routes::NoRoute;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -10,32 +11,13 @@ pub enum Route {
     Voices,
 }
 
-/// A request no route accepts: the error plus, for a 405, the `allow` value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NoRoute {
-    pub error: ApiError,
-    pub allow: Option<&'static str>,
-}
-
 pub fn route(method: &str, path: &str) -> Result<Route, NoRoute> {
     let (route, allow) = match path {
         "/v1/audio/speech" => (Route::Speech, "POST"),
         "/v1/audio/voices" => (Route::Voices, "GET"),
-        _ => {
-            return Err(NoRoute {
-                error: ApiError::unknown_route(method, path),
-                allow: None,
-            })
-        }
+        _ => return Err(NoRoute::unknown(method, path)),
     };
-    if method == allow {
-        Ok(route)
-    } else {
-        Err(NoRoute {
-            error: ApiError::method_not_allowed(method, path, allow),
-            allow: Some(allow),
-        })
-    }
+    with_method(route, allow, method, path)
 }
 
 #[cfg(test)]
