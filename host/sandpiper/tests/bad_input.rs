@@ -7,17 +7,7 @@ use common::{paris_request, Server, MODEL};
 use serde_json::{json, Value};
 
 fn assert_error(status: u16, body: &Value, want_status: u16, param: Option<&str>) {
-    assert_eq!(status, want_status, "{body}");
-    let error = &body["error"];
-    assert!(
-        error["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-    assert!(error["type"].is_string(), "{body}");
-    assert!(
-        error.get("code").is_some() && error.get("param").is_some(),
-        "{body}"
-    );
+    let error = common::assert_openai_error(status, body, want_status);
     if let Some(param) = param {
         assert_eq!(error["param"], param, "{body}");
     }

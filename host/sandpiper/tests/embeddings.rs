@@ -214,13 +214,7 @@ fn paraphrases_rank_above_unrelated_sentences() {
 }
 
 fn assert_error(status: u16, body: &Value, want_status: u16, param: Option<&str>, code: &str) {
-    assert_eq!(status, want_status, "{body}");
-    let error = &body["error"];
-    assert!(
-        error["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-    assert!(error["type"].is_string(), "{body}");
+    let error = common::assert_openai_error(status, body, want_status);
     assert_eq!(error["code"], code, "{body}");
     assert_eq!(
         error["param"],

@@ -162,6 +162,23 @@ impl Drop for Server {
     }
 }
 
+/// Checks the status and OpenAI's error shape (`message`, `type`, `param`,
+/// `code`); returns the `error` object for further checks.
+pub fn assert_openai_error(status: u16, body: &Value, want_status: u16) -> &Value {
+    assert_eq!(status, want_status, "{body}");
+    let error = &body["error"];
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(error["type"].is_string(), "{body}");
+    assert!(
+        error.get("code").is_some() && error.get("param").is_some(),
+        "{body}"
+    );
+    error
+}
+
 pub const MODEL: &str = "smollm2-135m-instruct";
 
 pub fn paris_request() -> Value {
