@@ -129,8 +129,7 @@ def test_logit_bias_and_penalties(client):
     assert count(penalised) * 2 <= count(plain)
 
     for kwargs in [dict(frequency_penalty=3), dict(logit_bias={"x": 1}), dict(logit_bias={"2": 101}),
-                   dict(tools=[{"type": "function", "function": {"name": "f"}}]),
-                   dict(response_format={"type": "json_object"})]:
+                   dict(tool_choice="required"), dict(functions=[{"name": "f"}])]:
         with pytest.raises(openai.BadRequestError) as e:
             client.chat.completions.create(model=CHAT, messages=PARIS, **kwargs)
         assert e.value.param == next(iter(kwargs))

@@ -1,13 +1,18 @@
 //! One `POST /v1/chat/completions` on the guest target: validate, prompt,
 //! generate through `wasi:nn`, respond whole or streamed, log one line.
 
-use crate::generate::{generate, token_budget, Collected, GenError, Limits, Model, Outcome, Step};
+use crate::constraint::Constraint;
+use crate::generate::{
+    generate, token_budget, Collected, FinishReason, GenError, Limits, Model, Outcome, Sink, Step,
+};
 use crate::logprobs::StepLogprobs;
 use crate::metadata::ModelMetadata;
 use crate::request::{self, ChatRequest};
 use crate::response::{completion, Choice, CompletionId, Usage};
 use crate::stream::{Chunks, SseSink};
 use crate::template::{self, TemplateError};
+use crate::tools::{self, ToolCall, ToolSink};
+use sandpiper_grammar::Vocab;
 use sandpiper_guest_sdk::http::{respond_error, respond_json, Request, Streaming};
 use sandpiper_guest_sdk::models::{self, ModelKind};
 use sandpiper_guest_sdk::nn::{Context, ErrorCode, Graph, NnError, Tensor};
@@ -16,7 +21,7 @@ use wasi::http::types::ResponseOutparam;
 
 /// Largest request body accepted. Generous for long conversations, small
 /// enough that a hostile client cannot exhaust the instance's memory.
-const MAX_BODY_BYTES: usize = 8 << 20;
+pub(crate) const MAX_BODY_BYTES: usize = 8 << 20;
 
 /// Handles a chat completion request end to end.
 pub fn handle(http: Request, out: ResponseOutparam) {
@@ -67,6 +72,8 @@ struct Session {
     context: Context,
     prompt: Vec<i32>,
     limits: Limits,
+    /// What the output must follow; each choice starts from a copy.
+    constraint: Option<Constraint>,
 }
 
 /// Everything that can still be answered with a plain error response:
@@ -82,9 +89,10 @@ fn prepare(chat: &ChatRequest) -> Result<Session, ApiError> {
         .map_err(|e| model_failed(&chat.model, "could not start a sequence", &e))?;
     let meta = metadata(&context).map_err(|e| model_failed(&chat.model, "has no metadata", &e))?;
 
+    let constraint = Constraint::for_request(&chat.tools, &chat.response_format)?;
     let text = template::render(
         meta.chat_template.as_deref(),
-        &chat.messages,
+        &tools::prompt_messages(&chat.messages, &chat.tools),
         meta.bos_token.as_deref().unwrap_or(""),
         meta.eos_token.as_deref().unwrap_or(""),
     )
@@ -115,11 +123,50 @@ fn prepare(chat: &ChatRequest) -> Result<Session, ApiError> {
             eos_token_ids: meta.eos_token_ids,
             stop: chat.stop.clone(),
         },
+        constraint,
     })
 }
 
+/// Generates one choice into `sink`. When the model may call tools, text
+/// that is a call is held back and returned as calls instead (and the
+/// finish reason says so).
+fn run_choice(
+    chat: &ChatRequest,
+    session: &Session,
+    model: &mut NnModel,
+    sink: &mut dyn Sink,
+) -> Result<(Outcome, Option<Vec<ToolCall>>), GenError> {
+    let mut constraint = session.constraint.clone();
+    if !chat.tools.active() {
+        let outcome = generate(
+            model,
+            &session.prompt,
+            &session.limits,
+            constraint.as_mut(),
+            sink,
+        )?;
+        return Ok((outcome, None));
+    }
+    let mut tool_sink = ToolSink::new(sink, chat.tools.forced());
+    let mut outcome = generate(
+        model,
+        &session.prompt,
+        &session.limits,
+        constraint.as_mut(),
+        &mut tool_sink,
+    )?;
+    let completion_tokens = outcome.completion_tokens;
+    let calls = tool_sink
+        .finish(|| ids::random_id("call_"))
+        .map_err(|_| GenError::Disconnected { completion_tokens })?;
+    if calls.is_some() {
+        outcome.finish_reason = FinishReason::ToolCalls;
+    }
+    Ok((outcome, calls))
+}
+
 /// The model must be served and be a chat model.
-fn check_model(id: &str) -> Result<(), ApiError> {
+pub(crate) fn check_model(id: &str) -> Result<(), ApiError> {
     match models::list().into_iter().find(|m| m.id == id) {
         None => Err(ApiError::model_not_found(id)),
         Some(m) if m.kind != ModelKind::Chat => Err(ApiError::invalid_request(format!(
@@ -132,23 +179,23 @@ fn check_model(id: &str) -> Result<(), ApiError> {
     }
 }
 
-fn metadata(context: &Context) -> Result<ModelMetadata, NnError> {
+pub(crate) fn metadata(context: &Context) -> Result<ModelMetadata, NnError> {
     let mut out = context.compute(vec![("metadata", Tensor::bytes(Vec::new()))])?;
     let bytes = out.take("metadata")?.into_bytes()?;
     ModelMetadata::parse(&bytes).map_err(NnError::protocol)
 }
 
-fn tokenize(context: &Context, text: &str) -> Result<Vec<i32>, NnError> {
+pub(crate) fn tokenize(context: &Context, text: &str) -> Result<Vec<i32>, NnError> {
     let mut out = context.compute(vec![("tokenize", Tensor::bytes(text.as_bytes()))])?;
     out.take("tokens")?.to_i32s()
 }
 
-fn model_failed(model: &str, what: &str, e: &NnError) -> ApiError {
+pub(crate) fn model_failed(model: &str, what: &str, e: &NnError) -> ApiError {
     ApiError::server_error(format!("The model `{model}` {what}: {e}"))
 }
 
 /// The error for a compute that failed during generation.
-fn generation_error(model: &str, error: &NnError, sampled: u64) -> ApiError {
+pub(crate) fn generation_error(model: &str, error: &NnError, sampled: u64) -> ApiError {
     if error.code == ErrorCode::TooLarge && sampled == 0 {
         // The prompt passed our check against `context_length` but the
         // sequence still did not fit.
@@ -173,8 +220,8 @@ fn whole(
     let mut results = Vec::with_capacity(models.len());
     for model in models.iter_mut() {
         let mut out_text = Collected::default();
-        match generate(model, &session.prompt, &session.limits, &mut out_text) {
-            Ok(outcome) => results.push((out_text, outcome)),
+        match run_choice(chat, session, model, &mut out_text) {
+            Ok((outcome, calls)) => results.push((out_text, outcome, calls)),
             Err(GenError::Model {
                 error,
                 completion_tokens,
@@ -188,13 +235,14 @@ fn whole(
     }
     let choices: Vec<Choice> = results
         .iter()
-        .map(|(text, outcome)| Choice {
+        .map(|(text, outcome, calls)| Choice {
             content: &text.content,
             logprobs: chat.logprobs.then_some(text.logprobs.as_slice()),
             finish: outcome.finish_reason,
+            tool_calls: calls.as_deref(),
         })
         .collect();
-    let outcomes: Vec<Outcome> = results.iter().map(|(_, outcome)| *outcome).collect();
+    let outcomes: Vec<Outcome> = results.iter().map(|(_, outcome, _)| *outcome).collect();
     let body = completion(&ident, &choices, usage(session, &outcomes));
     respond_json(out, 200, &body.to_string());
     log_done(chat, 200, session, models, outcomes.last().copied(), "");
@@ -232,15 +280,15 @@ fn stream(
                 index: index as u64,
                 write: |bytes: &[u8]| body.send(bytes),
             };
-            generate(
-                &mut models[index],
-                &session.prompt,
-                &session.limits,
-                &mut sink,
-            )
+            run_choice(chat, session, &mut models[index], &mut sink)
         };
         match result {
-            Ok(outcome) => {
+            Ok((outcome, calls)) => {
+                if let Some(calls) = calls {
+                    if body.send(&chunks.tool_calls(index as u64, &calls)).is_err() {
+                        return log_done(chat, 200, session, models, None, "client gone");
+                    }
+                }
                 if body
                     .send(&chunks.finish(index as u64, outcome.finish_reason))
                     .is_err()
@@ -307,7 +355,7 @@ fn log_done(
     let finish = outcome.map_or("aborted", |o| o.finish_reason.as_str());
     let first = &models[0];
     let mut line = format!(
-        "chat model={} status={status} stream={} n={} prompt_tokens={} completion_tokens={} prefill_ms={:.1} decode_tok_s={:.1} finish={finish}",
+        "chat model={} status={status} stream={} n={} prompt_tokens={} completion_tokens={} prefill_ms={:.1} decode_tok_s={:.1} resamples={} mask_ms={:.1} finish={finish}",
         chat.model,
         chat.stream,
         chat.n,
@@ -315,6 +363,8 @@ fn log_done(
         models.iter().map(|m| m.steps).sum::<u64>(),
         first.prefill_ms(),
         first.decode_tokens_per_sec(),
+        models.iter().map(|m| m.resamples).sum::<u64>(),
+        models.iter().map(|m| m.mask_ns).sum::<u64>() as f64 / 1e6,
     );
     if !note.is_empty() {
         line.push_str(&format!(" note={note:?}"));
@@ -323,18 +373,25 @@ fn log_done(
 }
 
 /// [`Model`] over a `wasi:nn` execution context, timing each compute.
-struct NnModel<'a> {
+pub(crate) struct NnModel<'a> {
     context: &'a Context,
     /// Sent with the first compute only: the protocol makes it sticky.
     sampling: Option<String>,
-    steps: u64,
+    pub(crate) steps: u64,
     started_ns: u64,
     first_done_ns: u64,
     last_done_ns: u64,
+    /// Fetched the first time constrained decoding needs a mask.
+    vocab: Option<Vocab>,
+    /// Tokens the constraint refused, and the time spent computing masks
+    /// for them (from handing out the vocabulary to the resample), logged.
+    pub(crate) resamples: u64,
+    mask_ns: u64,
+    mask_started_ns: u64,
 }
 
 impl<'a> NnModel<'a> {
-    fn new(context: &'a Context, sampling: String) -> Self {
+    pub(crate) fn new(context: &'a Context, sampling: String) -> Self {
         Self {
             context,
             sampling: Some(sampling),
@@ -342,16 +399,20 @@ impl<'a> NnModel<'a> {
             started_ns: 0,
             first_done_ns: 0,
             last_done_ns: 0,
+            vocab: None,
+            resamples: 0,
+            mask_ns: 0,
+            mask_started_ns: 0,
         }
     }
 
     /// Prompt processing plus the first sample.
-    fn prefill_ms(&self) -> f64 {
+    pub(crate) fn prefill_ms(&self) -> f64 {
         self.first_done_ns.saturating_sub(self.started_ns) as f64 / 1e6
     }
 
     /// Tokens per second after the first one (one token fed per compute).
-    fn decode_tokens_per_sec(&self) -> f64 {
+    pub(crate) fn decode_tokens_per_sec(&self) -> f64 {
         let ns = self.last_done_ns.saturating_sub(self.first_done_ns);
         if self.steps < 2 || ns == 0 {
             return 0.0;
@@ -360,16 +421,10 @@ impl<'a> NnModel<'a> {
     }
 }
 
-impl Model for NnModel<'_> {
-    fn step(&mut self, tokens: &[i32]) -> Result<Step, NnError> {
-        if self.steps == 0 {
-            self.started_ns = time::monotonic_ns();
-        }
-        let mut inputs = vec![("tokens", Tensor::i32s(tokens))];
-        if let Some(sampling) = self.sampling.take() {
-            inputs.push(("sampling", Tensor::bytes(sampling)));
-        }
-        let mut out = self.context.compute(inputs)?;
+impl NnModel<'_> {
+    /// The `token`, `bytes` and optional `logprobs` outputs of a `tokens`
+    /// or `resample` compute.
+    fn read_step(mut out: sandpiper_guest_sdk::nn::Outputs) -> Result<Step, NnError> {
         let token = *out
             .take("token")?
             .to_i32s()?
@@ -382,16 +437,60 @@ impl Model for NnModel<'_> {
             }
             Err(_) => None,
         };
+        Ok(Step {
+            token,
+            bytes,
+            logprobs,
+        })
+    }
+}
+
+impl Model for NnModel<'_> {
+    fn step(&mut self, tokens: &[i32]) -> Result<Step, NnError> {
+        if self.steps == 0 {
+            self.started_ns = time::monotonic_ns();
+        }
+        let mut inputs = vec![("tokens", Tensor::i32s(tokens))];
+        if let Some(sampling) = self.sampling.take() {
+            inputs.push(("sampling", Tensor::bytes(sampling)));
+        }
+        let step = Self::read_step(self.context.compute(inputs)?)?;
         let now = time::monotonic_ns();
         if self.steps == 0 {
             self.first_done_ns = now;
         }
         self.last_done_ns = now;
         self.steps += 1;
-        Ok(Step {
-            token,
-            bytes,
-            logprobs,
-        })
+        Ok(step)
+    }
+
+    fn resample(&mut self, mask: &[u8]) -> Result<Step, NnError> {
+        self.resamples += 1;
+        self.mask_ns += time::monotonic_ns().saturating_sub(self.mask_started_ns);
+        Self::read_step(
+            self.context
+                .compute(vec![("resample", Tensor::bytes(mask))])?,
+        )
+    }
+
+    fn vocab(&mut self) -> Result<&Vocab, NnError> {
+        if self.vocab.is_none() {
+            let mut out = self
+                .context
+                .compute(vec![("vocab", Tensor::bytes(Vec::new()))])?;
+            let bytes = out.take("vocab")?.into_bytes()?;
+            let offsets = out
+                .take("offsets")?
+                .to_i32s()?
+                .into_iter()
+                .map(|o| o as u32)
+                .collect();
+            let vocab = Vocab::new(bytes, offsets)
+                .ok_or_else(|| NnError::protocol("`vocab` and `offsets` do not match"))?;
+            self.vocab = Some(vocab);
+        }
+        // The generation loop computes a mask next (see `resample`).
+        self.mask_started_ns = time::monotonic_ns();
+        Ok(self.vocab.as_ref().expect("set above"))
     }
 }

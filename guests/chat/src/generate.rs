@@ -26,9 +26,11 @@
 
 use std::collections::VecDeque;
 
+use crate::constraint::Constraint;
 use crate::logprobs::{StepLogprobs, TokenLogprob};
 use crate::stop::StopMatcher;
 use crate::utf8::Utf8Decoder;
+use sandpiper_grammar::Vocab;
 use sandpiper_guest_sdk::http::Disconnected;
 use sandpiper_guest_sdk::nn::{ErrorCode, NnError};
 use sandpiper_guest_sdk::ApiError;
@@ -49,6 +51,24 @@ pub trait Model {
     /// Appends `tokens` to the sequence, runs the model and samples the next
     /// token (which is not appended).
     fn step(&mut self, tokens: &[i32]) -> Result<Step, NnError>;
+
+    /// Samples the last position again, among the tokens `mask` allows
+    /// (only needed for constrained generation).
+    fn resample(&mut self, _mask: &[u8]) -> Result<Step, NnError> {
+        Err(NnError::new(
+            ErrorCode::UnsupportedOperation,
+            "this model cannot resample",
+        ))
+    }
+
+    /// The model's vocabulary, for masks (only needed for constrained
+    /// generation).
+    fn vocab(&mut self) -> Result<&Vocab, NnError> {
+        Err(NnError::new(
+            ErrorCode::UnsupportedOperation,
+            "this model has no vocabulary",
+        ))
+    }
 }
 
 /// Where generated text goes, as soon as it is final.
@@ -182,6 +202,8 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` reached, or the context is full.
     Length,
+    /// The model called tools (decided from its output, after generation).
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -189,6 +211,7 @@ impl FinishReason {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
         }
     }
 }
@@ -228,14 +251,17 @@ pub enum GenError {
 }
 
 /// Runs the loop: prompt first, then each sampled token fed back, until an
-/// end-of-sequence token, a stop sequence or the token limit.
+/// end-of-sequence token, a stop sequence, the token limit, or the end of
+/// what `constraint` allows.
 ///
 /// Text reaches `sink` only when final: complete UTF-8 characters that are
-/// not (possibly) part of a stop sequence.
+/// not (possibly) part of a stop sequence. With a `constraint`, a sampled
+/// token it refuses is resampled among the tokens it allows.
 pub fn generate(
     model: &mut dyn Model,
     prompt: &[i32],
     limits: &Limits,
+    mut constraint: Option<&mut Constraint>,
     sink: &mut dyn Sink,
 ) -> Result<Outcome, GenError> {
     let mut decoder = Utf8Decoder::new();
@@ -269,6 +295,15 @@ pub fn generate(
                 })
             }
         };
+        let step = match constraint.as_deref_mut() {
+            None => step,
+            Some(c) => constrain(model, c, step, &limits.eos_token_ids).map_err(|error| {
+                GenError::Model {
+                    error,
+                    completion_tokens: sampled,
+                }
+            })?,
+        };
         sampled += 1;
         if limits.eos_token_ids.contains(&step.token) {
             break FinishReason::Stop;
@@ -291,6 +326,9 @@ pub fn generate(
                 completion_tokens: sampled,
             });
         }
+        if constraint.as_deref().is_some_and(Constraint::finished) {
+            break FinishReason::Stop;
+        }
         input.clear();
         input.push(step.token);
     };
@@ -303,6 +341,30 @@ pub fn generate(
         finish_reason,
         completion_tokens: sampled,
     })
+}
+
+/// `step` if `constraint` takes it, else a resample among the tokens it
+/// allows (which it must then take).
+fn constrain(
+    model: &mut dyn Model,
+    constraint: &mut Constraint,
+    step: Step,
+    eos_token_ids: &[i32],
+) -> Result<Step, NnError> {
+    if constraint.accept(&step.bytes, eos_token_ids.contains(&step.token)) {
+        return Ok(step);
+    }
+    let end_ids: Vec<u32> = eos_token_ids.iter().map(|&id| id as u32).collect();
+    let mask = constraint.mask(model.vocab()?, &end_ids);
+    let step = model.resample(&mask)?;
+    if constraint.accept(&step.bytes, eos_token_ids.contains(&step.token)) {
+        Ok(step)
+    } else {
+        Err(NnError::protocol(format!(
+            "the backend resampled token {} outside the mask",
+            step.token
+        )))
+    }
 }
 
 /// How many tokens may be generated for a prompt, or the OpenAI
@@ -390,6 +452,83 @@ mod tests {
         }
     }
 
+    /// A model over a tiny vocabulary that prefers tokens in a fixed order
+    /// and resamples greedily within a mask, as the backend does.
+    struct Greedy {
+        vocab: Vocab,
+        /// Token ids, most preferred first.
+        preference: Vec<u32>,
+        resamples: usize,
+    }
+
+    impl Greedy {
+        fn new(tokens: &[&str], preference: &[u32]) -> Self {
+            let mut bytes = Vec::new();
+            let mut offsets = vec![0];
+            for t in tokens {
+                bytes.extend_from_slice(t.as_bytes());
+                offsets.push(bytes.len() as u32);
+            }
+            Self {
+                vocab: Vocab::new(bytes, offsets).unwrap(),
+                preference: preference.to_vec(),
+                resamples: 0,
+            }
+        }
+
+        fn step_for(&self, id: u32) -> Step {
+            Step {
+                token: id as i32,
+                bytes: self.vocab.token(id).to_vec(),
+                logprobs: None,
+            }
+        }
+    }
+
+    impl Model for Greedy {
+        fn step(&mut self, _: &[i32]) -> Result<Step, NnError> {
+            Ok(self.step_for(self.preference[0]))
+        }
+
+        fn resample(&mut self, mask: &[u8]) -> Result<Step, NnError> {
+            self.resamples += 1;
+            let id = *self
+                .preference
+                .iter()
+                .find(|&&id| mask[id as usize / 8] & (1 << (id % 8)) != 0)
+                .ok_or_else(|| NnError::new(ErrorCode::InvalidArgument, "empty mask"))?;
+            Ok(self.step_for(id))
+        }
+
+        fn vocab(&mut self) -> Result<&Vocab, NnError> {
+            Ok(&self.vocab)
+        }
+    }
+
+    #[test]
+    fn constrained_output_is_json_whatever_the_model_prefers() {
+        use crate::constraint::{Constraint, ResponseFormat};
+        use crate::tools::Tools;
+        // Ids: 0 is EOS; the model always prefers "Sure" then "!".
+        let tokens = ["", "Sure", "!", "{", "\"a\"", ":", " 1", "}", "}\n"];
+        let mut m = Greedy::new(&tokens, &[1, 2, 4, 5, 6, 7, 8, 3, 0]);
+        let mut c = Constraint::for_request(&Tools::default(), &ResponseFormat::JsonObject)
+            .unwrap()
+            .unwrap();
+        let mut out = String::new();
+        let o = generate(&mut m, &[1], &limits(20, &[]), Some(&mut c), &mut out).unwrap();
+        // "Sure" is refused every time; the best allowed token is taken;
+        // "}\n" would leave the object and is refused.
+        assert_eq!(out, "{\"a\":\"a\"}");
+        assert_eq!(
+            o.finish_reason,
+            FinishReason::Stop,
+            "stops when the object closes"
+        );
+        assert_eq!(o.completion_tokens, 5);
+        assert_eq!(m.resamples, 5);
+    }
+
     /// Records each delta, optionally failing after `fail_after` deltas.
     #[derive(Default)]
     struct Deltas {
@@ -419,7 +558,7 @@ mod tests {
     fn logprobs_follow_the_text() {
         let mut m = Script::text(&["Hel", "lo", " wor", "ld"]);
         let mut d = Deltas::default();
-        generate(&mut m, &[1], &limits(4, &[]), &mut d).unwrap();
+        generate(&mut m, &[1], &limits(4, &[]), None, &mut d).unwrap();
         assert_eq!(d.parts, vec!["Hel", "lo", " wor", "ld"]);
         assert_eq!(
             d.tokens,
@@ -429,7 +568,7 @@ mod tests {
         // Held back as a possible stop prefix, then released together.
         let mut m = Script::text(&["a", "E", "N", "x", "y"]);
         let mut d = Deltas::default();
-        generate(&mut m, &[1], &limits(5, &["END"]), &mut d).unwrap();
+        generate(&mut m, &[1], &limits(5, &["END"]), None, &mut d).unwrap();
         assert_eq!(d.parts, vec!["a", "ENx", "y"]);
         assert_eq!(d.tokens, vec![vec!["a"], vec!["E", "N", "x"], vec!["y"]]);
     }
@@ -439,7 +578,7 @@ mod tests {
         // "ld\n" straddles the "\n\n" stop: listed as "ld"; "\nBye" is cut.
         let mut m = Script::text(&["Hello", " wor", "ld\n", "\nBye", "x"]);
         let mut c = Collected::default();
-        generate(&mut m, &[1], &limits(100, &["\n\n"]), &mut c).unwrap();
+        generate(&mut m, &[1], &limits(100, &["\n\n"]), None, &mut c).unwrap();
         assert_eq!(c.content, "Hello world");
         assert_eq!(logprob_tokens(&c), c.content);
         assert_eq!(c.logprobs[2].bytes, b"ld");
@@ -447,14 +586,14 @@ mod tests {
 
         let mut m = Script::text(&["Hello", " wor", "ld\n", "\nBye", "x"]);
         let mut d = Deltas::default();
-        generate(&mut m, &[1], &limits(100, &["\n\n"]), &mut d).unwrap();
+        generate(&mut m, &[1], &limits(100, &["\n\n"]), None, &mut d).unwrap();
         assert_eq!(d.parts, vec!["Hello", " wor", "ld", ""]);
         assert_eq!(d.tokens.concat(), vec!["Hello", " wor", "ld"]);
 
         // A stop inside one token.
         let mut m = Script::text(&["ab", "cENDd"]);
         let mut c = Collected::default();
-        generate(&mut m, &[1], &limits(100, &["END"]), &mut c).unwrap();
+        generate(&mut m, &[1], &limits(100, &["END"]), None, &mut c).unwrap();
         assert_eq!(
             (c.content.as_str(), logprob_tokens(&c).as_str()),
             ("abc", "abc")
@@ -462,7 +601,7 @@ mod tests {
         // A token wholly after the cut is not listed.
         let mut m = Script::text(&["ab", "E", "ND", "zz"]);
         let mut c = Collected::default();
-        generate(&mut m, &[1], &limits(100, &["END"]), &mut c).unwrap();
+        generate(&mut m, &[1], &limits(100, &["END"]), None, &mut c).unwrap();
         assert_eq!(c.logprobs.len(), 1);
     }
 
@@ -472,7 +611,7 @@ mod tests {
         let first: Vec<u8> = [&b"abEND"[..], &crab[..1]].concat();
         let mut m = Script::new(&[(10, &first), (11, &crab[1..])]);
         let mut c = Collected::default();
-        generate(&mut m, &[1], &limits(100, &["END"]), &mut c).unwrap();
+        generate(&mut m, &[1], &limits(100, &["END"]), None, &mut c).unwrap();
         assert_eq!(c.content, "ab");
         assert_eq!(logprob_tokens(&c), "ab");
         assert_eq!(c.logprobs[0].logprob, -10.0);
@@ -483,7 +622,7 @@ mod tests {
         let crab = "🦀".as_bytes();
         let mut m = Script::new(&[(10, &crab[..1]), (11, &crab[1..]), (12, b"!"), (EOS, b"")]);
         let mut d = Deltas::default();
-        generate(&mut m, &[1], &limits(100, &[]), &mut d).unwrap();
+        generate(&mut m, &[1], &limits(100, &[]), None, &mut d).unwrap();
         assert_eq!(d.parts, vec!["🦀", "!"]);
         assert_eq!(d.tokens[0].len(), 2);
         assert_eq!(d.tokens[1], vec!["!"]);
@@ -491,7 +630,7 @@ mod tests {
         // At max_tokens, a token of a dropped half character is still listed.
         let mut m = Script::new(&[(10, b"a"), (11, &crab[..2])]);
         let mut c = Collected::default();
-        generate(&mut m, &[1], &limits(2, &[]), &mut c).unwrap();
+        generate(&mut m, &[1], &limits(2, &[]), None, &mut c).unwrap();
         assert_eq!(c.content, "a");
         assert_eq!(c.logprobs.len(), 2);
         assert_eq!(c.logprobs[1].bytes, &crab[..2]);
@@ -514,11 +653,19 @@ mod tests {
                 &mut Script::text(&pieces),
                 &[1],
                 &limits(9, stop),
+                None,
                 &mut whole,
             )
             .unwrap();
             let mut d = Deltas::default();
-            generate(&mut Script::text(&pieces), &[1], &limits(9, stop), &mut d).unwrap();
+            generate(
+                &mut Script::text(&pieces),
+                &[1],
+                &limits(9, stop),
+                None,
+                &mut d,
+            )
+            .unwrap();
             let whole_tokens: Vec<String> =
                 whole.logprobs.iter().map(|e| e.token.clone()).collect();
             assert_eq!(d.tokens.concat(), whole_tokens, "stops {stop:?}");
@@ -540,7 +687,7 @@ mod tests {
     fn stops_at_eos_and_feeds_tokens_back() {
         let mut m = Script::new(&[(10, b"Par"), (11, b"is"), (EOS, b"")]);
         let mut out = String::new();
-        let o = generate(&mut m, &[1, 5, 6], &limits(100, &[]), &mut out).unwrap();
+        let o = generate(&mut m, &[1, 5, 6], &limits(100, &[]), None, &mut out).unwrap();
         assert_eq!(out, "Paris");
         assert_eq!(o.finish_reason, FinishReason::Stop);
         assert_eq!(o.completion_tokens, 3, "the EOS token counts");
@@ -551,7 +698,7 @@ mod tests {
     fn max_tokens_gives_length() {
         let mut m = Script::text(&["a", "b", "c", "d"]);
         let mut out = String::new();
-        let o = generate(&mut m, &[1], &limits(2, &[]), &mut out).unwrap();
+        let o = generate(&mut m, &[1], &limits(2, &[]), None, &mut out).unwrap();
         assert_eq!(
             (out.as_str(), o.finish_reason),
             ("ab", FinishReason::Length)
@@ -564,7 +711,7 @@ mod tests {
     fn stop_sequence_across_tokens_is_cut() {
         let mut m = Script::text(&["Hello", " wor", "ld\n", "\nBye", "x"]);
         let mut d = Deltas::default();
-        let o = generate(&mut m, &[1], &limits(100, &["\n\n"]), &mut d).unwrap();
+        let o = generate(&mut m, &[1], &limits(100, &["\n\n"]), None, &mut d).unwrap();
         assert_eq!(d.parts.concat(), "Hello world");
         assert_eq!(o.finish_reason, FinishReason::Stop);
         assert_eq!(o.completion_tokens, 4);
@@ -574,7 +721,7 @@ mod tests {
     fn held_back_prefix_is_flushed_at_length() {
         let mut m = Script::text(&["abc", "EN"]);
         let mut d = Deltas::default();
-        let o = generate(&mut m, &[1], &limits(2, &["END"]), &mut d).unwrap();
+        let o = generate(&mut m, &[1], &limits(2, &["END"]), None, &mut d).unwrap();
         assert_eq!(d.parts, vec!["abc", "EN"]);
         assert_eq!(o.finish_reason, FinishReason::Length);
     }
@@ -590,7 +737,7 @@ mod tests {
             (EOS, b""),
         ]);
         let mut d = Deltas::default();
-        generate(&mut m, &[1], &limits(100, &[]), &mut d).unwrap();
+        generate(&mut m, &[1], &limits(100, &[]), None, &mut d).unwrap();
         assert_eq!(d.parts, vec!["🦀", "!"]);
     }
 
@@ -598,7 +745,7 @@ mod tests {
     fn unfinished_char_at_the_end_is_dropped() {
         let mut m = Script::new(&[(10, b"a\xf0\x9f"), (EOS, b"")]);
         let mut out = String::new();
-        generate(&mut m, &[1], &limits(100, &[]), &mut out).unwrap();
+        generate(&mut m, &[1], &limits(100, &[]), None, &mut out).unwrap();
         assert_eq!(out, "a");
     }
 
@@ -613,10 +760,17 @@ mod tests {
                 &mut Script::text(&pieces),
                 &[1],
                 &limits(20, stop),
+                None,
                 &mut whole,
             );
             let mut d = Deltas::default();
-            let b = generate(&mut Script::text(&pieces), &[1], &limits(20, stop), &mut d);
+            let b = generate(
+                &mut Script::text(&pieces),
+                &[1],
+                &limits(20, stop),
+                None,
+                &mut d,
+            );
             assert_eq!(d.parts.concat(), whole, "stops {stop:?}");
             assert_eq!(a.map(|o| o.finish_reason), b.map(|o| o.finish_reason));
         }
@@ -629,7 +783,7 @@ mod tests {
             fail_after: Some(1),
             ..Default::default()
         };
-        let err = generate(&mut m, &[1], &limits(100, &[]), &mut d).unwrap_err();
+        let err = generate(&mut m, &[1], &limits(100, &[]), None, &mut d).unwrap_err();
         assert_eq!(
             err,
             GenError::Disconnected {
@@ -642,7 +796,7 @@ mod tests {
     #[test]
     fn model_error_is_reported() {
         let mut m = Script::text(&[]);
-        let err = generate(&mut m, &[1], &limits(5, &[]), &mut String::new()).unwrap_err();
+        let err = generate(&mut m, &[1], &limits(5, &[]), None, &mut String::new()).unwrap_err();
         assert!(matches!(
             err,
             GenError::Model {
@@ -658,7 +812,7 @@ mod tests {
         m.steps
             .push(Err(NnError::new(ErrorCode::TooLarge, "context full")));
         let mut out = String::new();
-        let o = generate(&mut m, &[1], &limits(100, &[]), &mut out).unwrap();
+        let o = generate(&mut m, &[1], &limits(100, &[]), None, &mut out).unwrap();
         assert_eq!((out.as_str(), o.finish_reason), ("a", FinishReason::Length));
         assert_eq!(o.completion_tokens, 1);
     }

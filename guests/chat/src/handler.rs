@@ -21,6 +21,7 @@ impl wasi::exports::http::incoming_handler::Guest for Chat {
                 None => respond_error(out, &ApiError::model_not_found(&id), &[]),
             },
             Ok(Route::ChatCompletions) => crate::completion::handle(request, out),
+            Ok(Route::Completions) => crate::text_completion::handle(request, out),
         }
     }
 }

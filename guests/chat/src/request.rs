@@ -5,7 +5,13 @@
 //! problem can be reported the way OpenAI does: a 400 that names the exact
 //! parameter (`"max_tokens"`, `"messages[2].role"`) and says what was
 //! expected. Unknown fields are ignored, as OpenAI ignores them.
+//!
+//! The parameters chat shares with the legacy Completions API (sampling,
+//! `stream`/`stream_options`, `stop`, `n`, refusing unsupported parameters)
+//! are read here by one set of functions that `text_request` uses too.
 
+use crate::constraint::ResponseFormat;
+use crate::tools::{parse_past_calls, PastCall, Tools};
 use sandpiper_guest_sdk::params::{
     describe, json_object, missing, positive_integer, present, required_string, wrong_type,
 };
@@ -62,6 +68,8 @@ pub struct Message {
     /// Text parts are joined with `\n` (as vLLM does); a `null` assistant
     /// content becomes `""` so templates that concatenate strings still work.
     pub content: String,
+    /// An assistant message's `tool_calls` (see [`crate::tools`]).
+    pub tool_calls: Vec<PastCall>,
 }
 
 /// A validated Chat Completions request, defaults applied.
@@ -72,16 +80,46 @@ pub struct ChatRequest {
     pub stream: bool,
     /// `stream_options.include_usage`: send a final usage chunk when streaming.
     pub include_usage: bool,
-    /// 0..=2, default 1; 0 means greedy.
-    pub temperature: f64,
-    /// In (0, 1], default 1.
-    pub top_p: f64,
+    /// Temperature, top-p, seed, penalties and `logit_bias`.
+    pub sampling: Sampling,
     /// `max_completion_tokens`, else `max_tokens`; `None` means "until the
     /// context is full".
     pub max_tokens: Option<u64>,
     /// Non-empty stop sequences (empty strings are dropped: they would match
     /// before any output).
     pub stop: Vec<String>,
+    /// Return the log-probability of each output token.
+    pub logprobs: bool,
+    /// 0..=20 alternatives per token (only with `logprobs`).
+    pub top_logprobs: u64,
+    /// Choices to generate, 1..=[`MAX_N`], default 1.
+    pub n: u64,
+    /// `tools`, `tool_choice`, `parallel_tool_calls`.
+    pub tools: Tools,
+    pub response_format: ResponseFormat,
+}
+
+impl ChatRequest {
+    /// The `sampling` tensor for choice `index` (see [`Sampling::to_json`]).
+    pub fn sampling_json(&self, index: u64) -> String {
+        self.sampling
+            .to_json(index, self.logprobs, self.top_logprobs)
+    }
+
+    /// `logit_bias` may only name tokens of the model's vocabulary.
+    pub fn check_vocab(&self, vocab_size: u64) -> Result<(), ApiError> {
+        self.sampling.check_vocab(vocab_size)
+    }
+}
+
+/// The sampling parameters chat and text completions share, read the same
+/// way for both.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    /// 0..=2, default 1; 0 means greedy.
+    pub temperature: f64,
+    /// In (0, 1], default 1.
+    pub top_p: f64,
     /// OpenAI allows any integer; negative seeds are wrapped to `u64` (two's
     /// complement) because backends take an unsigned seed.
     pub seed: Option<u64>,
@@ -90,21 +128,44 @@ pub struct ChatRequest {
     /// -2..=2, default 0.
     pub presence_penalty: f64,
     /// Token id → bias in -100..=100, ids ascending. Ids are checked against
-    /// the model's vocabulary by [`ChatRequest::check_vocab`].
+    /// the model's vocabulary by [`Sampling::check_vocab`].
     pub logit_bias: Vec<(u64, f64)>,
-    /// Return the log-probability of each output token.
-    pub logprobs: bool,
-    /// 0..=20 alternatives per token (only with `logprobs`).
-    pub top_logprobs: u64,
-    /// Choices to generate, 1..=[`MAX_N`], default 1.
-    pub n: u64,
 }
 
-impl ChatRequest {
-    /// The `sampling` tensor of `nn-protocol.md` for choice `index`: with a
-    /// seed, choice `i` samples with `seed + i` (wrapping), so the choices
-    /// differ from each other yet the whole response reproduces.
-    pub fn sampling_json(&self, index: u64) -> String {
+impl Sampling {
+    /// Reads `temperature`, `top_p`, `seed`, `frequency_penalty`,
+    /// `presence_penalty` and `logit_bias`, defaults applied.
+    pub fn parse(obj: &Map<String, Value>) -> Result<Self, ApiError> {
+        let temperature = optional_number(obj, "temperature")?.unwrap_or(1.0);
+        if !(0.0..=2.0).contains(&temperature) {
+            return Err(out_of_range("temperature", temperature, "between 0 and 2"));
+        }
+        let top_p = optional_number(obj, "top_p")?.unwrap_or(1.0);
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(out_of_range("top_p", top_p, "greater than 0 and at most 1"));
+        }
+        let seed = match present(obj, "seed") {
+            None => None,
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
+                Some(n.as_u64().unwrap_or_else(|| n.as_i64().unwrap_or(0) as u64))
+            }
+            Some(other) => return Err(wrong_type("seed", "an integer", other)),
+        };
+        Ok(Self {
+            temperature,
+            top_p,
+            seed,
+            frequency_penalty: penalty(obj, "frequency_penalty")?,
+            presence_penalty: penalty(obj, "presence_penalty")?,
+            logit_bias: parse_logit_bias(present(obj, "logit_bias"))?,
+        })
+    }
+
+    /// The `sampling` tensor of `nn-protocol.md` for the choice whose seed
+    /// offset is `index`: with a seed, it samples with `seed + index`
+    /// (wrapping), so choices differ from each other yet the whole response
+    /// reproduces. `top_logprobs` is only used with `logprobs`.
+    pub fn to_json(&self, index: u64, logprobs: bool, top_logprobs: u64) -> String {
         let bias: Map<String, Value> = self
             .logit_bias
             .iter()
@@ -117,8 +178,8 @@ impl ChatRequest {
             "frequency_penalty": self.frequency_penalty,
             "presence_penalty": self.presence_penalty,
             "logit_bias": bias,
-            "logprobs": self.logprobs,
-            "top_logprobs": self.top_logprobs,
+            "logprobs": logprobs,
+            "top_logprobs": top_logprobs,
         })
         .to_string()
     }
@@ -141,17 +202,11 @@ impl ChatRequest {
 /// one is refused (400 `unsupported_parameter`) rather than answered as if it
 /// had not been sent. `None`: any non-null value is refused; `Some(f)`: values
 /// for which `f` is true are harmless defaults and accepted.
-type Accept = Option<fn(&Value, &Map<String, Value>) -> bool>;
+pub type Accept = Option<fn(&Value, &Map<String, Value>) -> bool>;
 const UNSUPPORTED: &[(&str, Accept)] = &[
-    ("tools", Some(|v, _| is_empty_array(v))),
-    ("tool_choice", Some(|v, _| v == "none")),
+    // The pre-`tools` function-calling parameters.
     ("functions", Some(|v, _| is_empty_array(v))),
     ("function_call", Some(|v, _| v == "none")),
-    ("parallel_tool_calls", Some(|_, obj| !has_tools(obj))),
-    (
-        "response_format",
-        Some(|v, _| *v == json!({"type": "text"})),
-    ),
     ("audio", None),
     ("modalities", Some(|v, _| *v == json!(["text"]))),
     ("prediction", None),
@@ -164,15 +219,13 @@ fn is_empty_array(v: &Value) -> bool {
     v.as_array().is_some_and(|a| a.is_empty())
 }
 
-/// Whether the request defines tools (or legacy functions) to call.
-fn has_tools(obj: &Map<String, Value>) -> bool {
-    ["tools", "functions"]
-        .iter()
-        .any(|key| present(obj, key).is_some_and(|v| !is_empty_array(v)))
-}
-
-fn check_unsupported(obj: &Map<String, Value>) -> Result<(), ApiError> {
-    for (param, accept) in UNSUPPORTED {
+/// Refuses the first parameter of `table` the request uses with a value its
+/// [`Accept`] does not allow: 400 `unsupported_parameter` naming it.
+pub fn check_unsupported(
+    obj: &Map<String, Value>,
+    table: &[(&str, Accept)],
+) -> Result<(), ApiError> {
+    for (param, accept) in table {
         let Some(value) = present(obj, param) else {
             continue;
         };
@@ -195,31 +248,8 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
 
     let messages = parse_messages(present(&obj, "messages"))?;
 
-    let stream = optional_bool(&obj, "stream")?.unwrap_or(false);
-    let include_usage = match present(&obj, "stream_options") {
-        None => false,
-        Some(Value::Object(opts)) => match present(opts, "include_usage") {
-            None => false,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => {
-                return Err(wrong_type(
-                    "stream_options.include_usage",
-                    "a boolean",
-                    other,
-                ))
-            }
-        },
-        Some(other) => return Err(wrong_type("stream_options", "an object", other)),
-    };
-
-    let temperature = optional_number(&obj, "temperature")?.unwrap_or(1.0);
-    if !(0.0..=2.0).contains(&temperature) {
-        return Err(out_of_range("temperature", temperature, "between 0 and 2"));
-    }
-    let top_p = optional_number(&obj, "top_p")?.unwrap_or(1.0);
-    if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err(out_of_range("top_p", top_p, "greater than 0 and at most 1"));
-    }
+    let (stream, include_usage) = parse_stream(&obj)?;
+    let sampling = Sampling::parse(&obj)?;
 
     // `max_completion_tokens` is OpenAI's current name; `max_tokens` the
     // deprecated one most clients still send. Either is validated as given.
@@ -229,17 +259,6 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
 
     let stop = parse_stop(present(&obj, "stop"))?;
 
-    let seed = match present(&obj, "seed") {
-        None => None,
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
-            Some(n.as_u64().unwrap_or_else(|| n.as_i64().unwrap_or(0) as u64))
-        }
-        Some(other) => return Err(wrong_type("seed", "an integer", other)),
-    };
-
-    let frequency_penalty = penalty(&obj, "frequency_penalty")?;
-    let presence_penalty = penalty(&obj, "presence_penalty")?;
-    let logit_bias = parse_logit_bias(present(&obj, "logit_bias"))?;
     let logprobs = optional_bool(&obj, "logprobs")?.unwrap_or(false);
     let top_logprobs = match present(&obj, "top_logprobs") {
         None => 0,
@@ -262,40 +281,69 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
         .with_param("top_logprobs")
         .with_code("invalid_value"));
     }
-    check_unsupported(&obj)?;
-
-    let n = match present(&obj, "n") {
-        None => 1,
-        Some(Value::Number(n)) if n.as_u64().is_some_and(|k| (1..=MAX_N).contains(&k)) => {
-            n.as_u64().unwrap_or(1)
-        }
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
-            return Err(out_of_range(
-                "n",
-                n.as_f64().unwrap_or(0.0),
-                "between 1 and 8",
-            ))
-        }
-        Some(other) => return Err(wrong_type("n", "an integer", other)),
-    };
+    check_unsupported(&obj, UNSUPPORTED)?;
+    let n = parse_n(&obj)?;
+    let tools = Tools::parse(&obj)?;
+    let response_format = ResponseFormat::parse(&obj)?;
+    if tools.active() && !tools.forced() && response_format != ResponseFormat::Text {
+        return Err(ApiError::invalid_request(
+            "Unsupported parameter combination: 'response_format' other than 'text' together with 'tools' and 'tool_choice' 'auto' is not supported by this server; use 'tool_choice' 'required' or a named function, or no tools.",
+        )
+        .with_param("response_format")
+        .with_code("unsupported_parameter"));
+    }
 
     Ok(ChatRequest {
         model,
         messages,
         stream,
         include_usage,
-        temperature,
-        top_p,
+        sampling,
         max_tokens,
         stop,
-        seed,
-        frequency_penalty,
-        presence_penalty,
-        logit_bias,
         logprobs,
         top_logprobs,
         n,
+        tools,
+        response_format,
     })
+}
+
+/// `stream` and `stream_options.include_usage` (both default false).
+pub fn parse_stream(obj: &Map<String, Value>) -> Result<(bool, bool), ApiError> {
+    let stream = optional_bool(obj, "stream")?.unwrap_or(false);
+    let include_usage = match present(obj, "stream_options") {
+        None => false,
+        Some(Value::Object(opts)) => match present(opts, "include_usage") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(wrong_type(
+                    "stream_options.include_usage",
+                    "a boolean",
+                    other,
+                ))
+            }
+        },
+        Some(other) => return Err(wrong_type("stream_options", "an object", other)),
+    };
+    Ok((stream, include_usage))
+}
+
+/// `n`: 1..=[`MAX_N`], default 1.
+pub fn parse_n(obj: &Map<String, Value>) -> Result<u64, ApiError> {
+    match present(obj, "n") {
+        None => Ok(1),
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|k| (1..=MAX_N).contains(&k)) => {
+            Ok(n.as_u64().unwrap_or(1))
+        }
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Err(out_of_range(
+            "n",
+            n.as_f64().unwrap_or(0.0),
+            "between 1 and 8",
+        )),
+        Some(other) => Err(wrong_type("n", "an integer", other)),
+    }
 }
 
 fn penalty(obj: &Map<String, Value>, key: &str) -> Result<f64, ApiError> {
@@ -399,7 +447,15 @@ fn parse_message(i: usize, item: &Value) -> Result<Message, ApiError> {
             ))
         }
     };
-    Ok(Message { role, content })
+    let tool_calls = match role {
+        Role::Assistant => parse_past_calls(i, present(obj, "tool_calls"))?,
+        _ => Vec::new(),
+    };
+    Ok(Message {
+        role,
+        content,
+        tool_calls,
+    })
 }
 
 fn join_parts(param: &str, parts: &[Value]) -> Result<String, ApiError> {
@@ -430,7 +486,8 @@ fn join_parts(param: &str, parts: &[Value]) -> Result<String, ApiError> {
     Ok(texts.join("\n"))
 }
 
-fn parse_stop(value: Option<&Value>) -> Result<Vec<String>, ApiError> {
+/// `stop`: a string or up to [`MAX_STOP_SEQUENCES`]; empty strings dropped.
+pub fn parse_stop(value: Option<&Value>) -> Result<Vec<String>, ApiError> {
     let stops = match value {
         None => return Ok(Vec::new()),
         Some(Value::String(s)) => vec![s.clone()],
@@ -456,7 +513,8 @@ fn parse_stop(value: Option<&Value>) -> Result<Vec<String>, ApiError> {
     Ok(stops.into_iter().filter(|s| !s.is_empty()).collect())
 }
 
-fn optional_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
+/// An optional boolean (`null` is absent).
+pub fn optional_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
     match present(obj, key) {
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -464,7 +522,8 @@ fn optional_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, Ap
     }
 }
 
-fn optional_number(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, ApiError> {
+/// An optional number (`null` is absent).
+pub fn optional_number(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, ApiError> {
     match present(obj, key) {
         None => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_f64()),
@@ -472,7 +531,8 @@ fn optional_number(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, A
     }
 }
 
-fn out_of_range(param: &str, got: f64, expected: &str) -> ApiError {
+/// 400 `invalid_value` for a number outside its range.
+pub fn out_of_range(param: &str, got: f64, expected: &str) -> ApiError {
     ApiError::invalid_request(format!(
         "Invalid '{param}': expected a value {expected}, but got {got} instead."
     ))
@@ -504,12 +564,13 @@ mod tests {
             r.messages,
             vec![Message {
                 role: Role::User,
-                content: "hi".into()
+                content: "hi".into(),
+                tool_calls: Vec::new(),
             }]
         );
         assert!(!r.stream && !r.include_usage);
-        assert_eq!((r.temperature, r.top_p), (1.0, 1.0));
-        assert_eq!((r.max_tokens, r.seed), (None, None));
+        assert_eq!((r.sampling.temperature, r.sampling.top_p), (1.0, 1.0));
+        assert_eq!((r.max_tokens, r.sampling.seed), (None, None));
         assert!(r.stop.is_empty());
     }
 
@@ -547,12 +608,13 @@ mod tests {
         assert_eq!(r.messages[2].content, "");
         assert_eq!(r.messages[3].role, Role::Tool);
         assert!(r.stream && r.include_usage);
-        assert_eq!((r.temperature, r.top_p), (0.0, 0.5));
+        assert_eq!((r.sampling.temperature, r.sampling.top_p), (0.0, 0.5));
         assert_eq!(r.max_tokens, Some(16));
         assert_eq!(r.stop, vec!["\n\n".to_string(), "END".to_string()]);
-        assert_eq!(r.seed, Some(u64::MAX));
-        assert_eq!((r.frequency_penalty, r.presence_penalty), (0.5, -1.0));
-        assert_eq!(r.logit_bias, vec![(7, 2.5), (42, -100.0)]);
+        assert_eq!(r.sampling.seed, Some(u64::MAX));
+        let s = &r.sampling;
+        assert_eq!((s.frequency_penalty, s.presence_penalty), (0.5, -1.0));
+        assert_eq!(s.logit_bias, vec![(7, 2.5), (42, -100.0)]);
         assert!(r.logprobs);
         assert_eq!(r.top_logprobs, 3);
     }
@@ -601,13 +663,9 @@ mod tests {
 
     #[test]
     fn unsupported_params_are_refused() {
-        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
         for (param, bad) in [
-            ("tools", tools.clone()),
-            ("tool_choice", json!("auto")),
             ("functions", json!([{"name": "f"}])),
             ("function_call", json!("auto")),
-            ("response_format", json!({"type": "json_object"})),
             ("audio", json!({"voice": "alloy", "format": "wav"})),
             ("modalities", json!(["text", "audio"])),
             ("prediction", json!({"type": "content", "content": "x"})),
@@ -617,10 +675,6 @@ mod tests {
             assert_eq!((e.status, e.param.as_deref()), (400, Some(param)));
             assert_eq!(e.code.as_deref(), Some("unsupported_parameter"));
         }
-        let e = err(
-            json!({"model": "m", "messages": user("x"), "tools": tools, "parallel_tool_calls": false}),
-        );
-        assert_eq!(e.param.as_deref(), Some("tools"));
         // Harmless values are accepted.
         ok(
             json!({"model": "m", "messages": user("x"), "tools": [], "tool_choice": "none",
@@ -630,12 +684,38 @@ mod tests {
     }
 
     #[test]
+    fn tools_and_response_format_are_read() {
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        let r = ok(json!({"model": "m", "messages": user("x"), "tools": tools,
+            "tool_choice": "required", "parallel_tool_calls": false,
+            "response_format": {"type": "json_object"}}));
+        assert!(r.tools.forced() && !r.tools.parallel);
+        assert_eq!(r.response_format, ResponseFormat::JsonObject);
+        // Free choice between text and calls cannot also force JSON text.
+        let e = err(json!({"model": "m", "messages": user("x"), "tools": tools,
+            "response_format": {"type": "json_object"}}));
+        assert_eq!(e.param.as_deref(), Some("response_format"));
+        let r = ok(json!({"model": "m", "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "done"}]}));
+        assert_eq!(
+            r.messages[1].tool_calls,
+            vec![PastCall {
+                name: "f".into(),
+                arguments: "{}".into()
+            }]
+        );
+    }
+
+    #[test]
     fn nulls_mean_defaults() {
         let r = ok(
             json!({"model": "m", "messages": user("x"), "temperature": null,
             "max_tokens": null, "stop": null, "stream": null, "stream_options": null, "n": null}),
         );
-        assert_eq!(r.temperature, 1.0);
+        assert_eq!(r.sampling.temperature, 1.0);
         assert_eq!(r.max_tokens, None);
     }
 
@@ -803,7 +883,7 @@ mod tests {
         assert_eq!(v["presence_penalty"], json!(1.0));
         assert_eq!(v["top_logprobs"], json!(2));
         assert_eq!(v["logprobs"], true);
-        r.seed = None;
+        r.sampling.seed = None;
         let v: Value = serde_json::from_str(&r.sampling_json(0)).unwrap();
         assert_eq!(v["seed"], Value::Null);
     }

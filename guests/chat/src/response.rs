@@ -3,6 +3,7 @@
 
 use crate::generate::FinishReason;
 use crate::logprobs::{choice_logprobs, TokenLogprob};
+use crate::tools::ToolCall;
 use serde_json::{json, Value};
 
 /// Token accounting reported to the client.
@@ -41,6 +42,8 @@ pub struct Choice<'a> {
     pub content: &'a str,
     pub logprobs: Option<&'a [TokenLogprob]>,
     pub finish: FinishReason,
+    /// Calls the model made; the message then has `null` content.
+    pub tool_calls: Option<&'a [ToolCall]>,
 }
 
 /// A `chat.completion` object; choice `i` of `choices` gets `"index": i`.
@@ -49,9 +52,17 @@ pub fn completion(ident: &CompletionId, choices: &[Choice], usage: Usage) -> Val
         .iter()
         .enumerate()
         .map(|(index, choice)| {
+            let message = match choice.tool_calls {
+                None => json!({"role": "assistant", "content": choice.content}),
+                Some(calls) => json!({
+                    "role": "assistant",
+                    "content": null,
+                    "tool_calls": calls.iter().map(|c| c.to_value(None)).collect::<Vec<_>>(),
+                }),
+            };
             json!({
                 "index": index,
-                "message": {"role": "assistant", "content": choice.content},
+                "message": message,
                 "logprobs": choice.logprobs.map(choice_logprobs),
                 "finish_reason": choice.finish.as_str(),
             })
@@ -86,6 +97,7 @@ mod tests {
             content: "Paris",
             logprobs: None,
             finish: FinishReason::Stop,
+            tool_calls: None,
         };
         assert_eq!(
             completion(&ident, &[paris], usage),
@@ -98,6 +110,7 @@ mod tests {
             content: "",
             logprobs: Some(&[]),
             finish: FinishReason::Length,
+            tool_calls: None,
         };
         let body = completion(&ident, &[empty, paris], usage);
         assert_eq!(
@@ -107,5 +120,24 @@ mod tests {
         assert_eq!(body["choices"][0]["finish_reason"], "length");
         assert_eq!(body["choices"][1]["index"], 1);
         assert_eq!(body["choices"][1]["message"]["content"], "Paris");
+
+        let calls = [ToolCall {
+            id: "call_1".into(),
+            name: "f".into(),
+            arguments: "{}".into(),
+        }];
+        let called = Choice {
+            content: "",
+            logprobs: None,
+            finish: FinishReason::ToolCalls,
+            tool_calls: Some(&calls),
+        };
+        let body = completion(&ident, &[called], usage);
+        assert_eq!(
+            body["choices"][0]["message"],
+            json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]})
+        );
+        assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
     }
 }

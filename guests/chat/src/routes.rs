@@ -11,6 +11,8 @@ pub use sandpiper_guest_sdk::routes::NoRoute;
 pub enum Route {
     /// `POST /v1/chat/completions`
     ChatCompletions,
+    /// `POST /v1/completions` (the legacy text Completions API)
+    Completions,
     /// `GET /v1/models`
     ListModels,
     /// `GET /v1/models/{id}` (id percent-decoded, may contain `/`)
@@ -21,6 +23,8 @@ pub enum Route {
 pub fn route(method: &str, path: &str) -> Result<Route, NoRoute> {
     let (route, allow) = if path == "/v1/chat/completions" {
         (Route::ChatCompletions, "POST")
+    } else if path == "/v1/completions" {
+        (Route::Completions, "POST")
     } else if path == "/v1/models" {
         (Route::ListModels, "GET")
     } else if let Some(id) = path.strip_prefix("/v1/models/").filter(|id| !id.is_empty()) {
@@ -41,6 +45,7 @@ mod tests {
             route("POST", "/v1/chat/completions"),
             Ok(Route::ChatCompletions)
         );
+        assert_eq!(route("POST", "/v1/completions"), Ok(Route::Completions));
         assert_eq!(route("GET", "/v1/models"), Ok(Route::ListModels));
         assert_eq!(
             route("GET", "/v1/models/org%2Fmodel"),
@@ -56,13 +61,21 @@ mod tests {
     fn wrong_method_is_405_with_allow() {
         let e = route("GET", "/v1/chat/completions").unwrap_err();
         assert_eq!((e.error.status, e.allow), (405, Some("POST")));
+        let e = route("GET", "/v1/completions").unwrap_err();
+        assert_eq!((e.error.status, e.allow), (405, Some("POST")));
         let e = route("DELETE", "/v1/models/x").unwrap_err();
         assert_eq!((e.error.status, e.allow), (405, Some("GET")));
     }
 
     #[test]
     fn unknown_path_is_404() {
-        for path in ["/", "/v1/chat", "/v1/models/", "/v1/chat/completions/x"] {
+        for path in [
+            "/",
+            "/v1/chat",
+            "/v1/models/",
+            "/v1/chat/completions/x",
+            "/v1/completions/x",
+        ] {
             let e = route("POST", path).unwrap_err();
             assert_eq!((e.error.status, e.allow), (404, None), "{path}");
             assert_eq!(e.error.kind, "invalid_request_error");

@@ -14,6 +14,7 @@
 use crate::generate::{FinishReason, Sink};
 use crate::logprobs::{choice_logprobs, TokenLogprob};
 use crate::response::{CompletionId, Usage};
+use crate::tools::ToolCall;
 use sandpiper_guest_sdk::http::Disconnected;
 use sandpiper_guest_sdk::sse;
 use serde_json::{json, Value};
@@ -74,6 +75,20 @@ impl Chunks {
         };
         self.event(
             Self::choice(index, json!({"content": text}), logprobs, None),
+            None,
+        )
+    }
+
+    /// The calls the model made in choice `index`, each whole in one delta
+    /// (id, name and all the arguments).
+    pub fn tool_calls(&self, index: u64, calls: &[ToolCall]) -> Vec<u8> {
+        let calls: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c.to_value(Some(i)))
+            .collect();
+        self.event(
+            Self::choice(index, json!({"tool_calls": calls}), Value::Null, None),
             None,
         )
     }
@@ -215,7 +230,7 @@ mod tests {
             stop: vec!["END".into()],
         };
         let mut whole = String::new();
-        generate(&mut Pieces(pieces.clone()), &[1], &limits, &mut whole).unwrap();
+        generate(&mut Pieces(pieces.clone()), &[1], &limits, None, &mut whole).unwrap();
 
         let mut wire = Vec::new();
         let mut sink = SseSink {
@@ -226,7 +241,7 @@ mod tests {
                 Ok(())
             },
         };
-        generate(&mut Pieces(pieces), &[1], &limits, &mut sink).unwrap();
+        generate(&mut Pieces(pieces), &[1], &limits, None, &mut sink).unwrap();
         let text = String::from_utf8(wire).unwrap();
         let streamed: String = text
             .split("\n\n")

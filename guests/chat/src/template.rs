@@ -107,6 +107,7 @@ mod tests {
         Message {
             role,
             content: content.into(),
+            tool_calls: Vec::new(),
         }
     }
 

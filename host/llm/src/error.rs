@@ -13,6 +13,12 @@ pub enum LlmError {
     /// `step` needs at least one token to feed.
     #[error("no tokens to feed")]
     Empty,
+    /// `resample` before any token was sampled.
+    #[error("nothing was sampled yet to resample")]
+    NothingToResample,
+    /// A `resample` mask that allows no token of the vocabulary.
+    #[error("the mask allows no token")]
+    EmptyMask,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }

@@ -117,16 +117,50 @@ impl Sampler {
     }
 
     pub(crate) fn sample(&mut self, logits: &Tensor) -> candle_core::Result<Sampled> {
+        self.sample_allowed(logits, None)
+    }
+
+    /// Takes back the sample `previous` drawn from `logits` and draws again
+    /// among the tokens `mask` allows (bit `i % 8` of byte `i / 8` set).
+    ///
+    /// Guests check a sampled token against their grammar and only ask for
+    /// this when it was rejected. Drawing from the full distribution and, on
+    /// rejection, again from the masked one samples each allowed token `t`
+    /// with probability `p(t) + (1 - Z) p(t) / Z = p(t) / Z` (`Z` the allowed
+    /// mass): exactly the masked distribution, without a mask on every step.
+    pub(crate) fn resample(
+        &mut self,
+        logits: &Tensor,
+        previous: u32,
+        mask: &[u8],
+    ) -> candle_core::Result<Sampled> {
+        if let Some(count) = self.counts.get_mut(&previous) {
+            *count -= 1;
+            if *count == 0 {
+                self.counts.remove(&previous);
+            }
+        }
+        self.sample_allowed(logits, Some(mask))
+    }
+
+    fn sample_allowed(
+        &mut self,
+        logits: &Tensor,
+        mask: Option<&[u8]>,
+    ) -> candle_core::Result<Sampled> {
         let p = &self.params;
-        let raw = if p.logprobs || p.adjusts_logits() {
+        let raw = if p.logprobs || p.adjusts_logits() || mask.is_some() {
             Some(logits.to_vec1::<f32>()?)
         } else {
             None
         };
         let token = match &raw {
-            Some(raw) if p.adjusts_logits() => {
+            Some(raw) if p.adjusts_logits() || mask.is_some() => {
                 let mut adjusted = raw.clone();
                 adjust(&mut adjusted, p, &self.counts);
+                if let Some(mask) = mask {
+                    apply_mask(&mut adjusted, mask);
+                }
                 let adjusted = Tensor::from_vec(adjusted, raw.len(), logits.device())?;
                 self.processor.sample(&adjusted)?
             }
@@ -154,6 +188,27 @@ fn adjust(logits: &mut [f32], p: &SamplingParams, counts: &HashMap<u32, u32>) {
             *l += bias;
         }
     }
+}
+
+/// Rules out every token whose bit in `mask` is clear (ids past the mask's
+/// end included).
+fn apply_mask(logits: &mut [f32], mask: &[u8]) {
+    for (id, l) in logits.iter_mut().enumerate() {
+        if mask
+            .get(id / 8)
+            .is_none_or(|byte| byte & (1 << (id % 8)) == 0)
+        {
+            *l = f32::NEG_INFINITY;
+        }
+    }
+}
+
+/// Whether `mask` allows at least one of the first `vocab` tokens.
+pub(crate) fn mask_allows_any(mask: &[u8], vocab: usize) -> bool {
+    (0..vocab).any(|id| {
+        mask.get(id / 8)
+            .is_some_and(|byte| byte & (1 << (id % 8)) != 0)
+    })
 }
 
 /// `log_softmax` of `logits` at `token`, and the `top` most likely tokens.
@@ -253,5 +308,39 @@ mod tests {
         });
         let b = s.sample(&logits).unwrap();
         assert_eq!((b.token, b.logprobs), (0, None));
+    }
+
+    #[test]
+    fn resample_draws_among_allowed_and_takes_the_count_back() {
+        let logits = Tensor::new(&[1.0f32, 5.0, 2.0, 4.0], &candle_core::Device::Cpu).unwrap();
+        let mut s = Sampler::new(&SamplingParams {
+            temperature: 0.0,
+            frequency_penalty: 10.0,
+            logprobs: true,
+            ..Default::default()
+        });
+        let a = s.sample(&logits).unwrap();
+        assert_eq!(a.token, 1);
+        // Allow tokens 0 and 2 only: greedy picks 2; logprobs stay the model's.
+        let b = s.resample(&logits, a.token, &[0b0000_0101]).unwrap();
+        assert_eq!(b.token, 2);
+        assert!(
+            (b.logprobs.unwrap().logprob - logprobs(&[1.0, 5.0, 2.0, 4.0], 2, 0).logprob).abs()
+                < 1e-6
+        );
+        // The rejected 1 was never counted: no penalty on it now.
+        assert_eq!(s.sample(&logits).unwrap().token, 1);
+        // Sampling with temperature never leaves the mask.
+        let mut s = Sampler::new(&SamplingParams {
+            temperature: 1.0,
+            seed: Some(7),
+            ..Default::default()
+        });
+        for _ in 0..50 {
+            let t = s.sample(&logits).unwrap().token;
+            assert_eq!(s.resample(&logits, t, &[0b0000_1000]).unwrap().token, 3);
+        }
+        assert!(mask_allows_any(&[0, 0b10], 10));
+        assert!(!mask_allows_any(&[0, 0b100], 10));
     }
 }

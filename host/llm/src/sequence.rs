@@ -17,6 +17,8 @@ pub struct Sequence {
     weights: ModelWeights,
     len: usize,
     sampler: Sampler,
+    /// The logits and token of the last sample, for [`Sequence::resample`].
+    last: Option<(Tensor, u32)>,
 }
 
 impl Sequence {
@@ -26,6 +28,7 @@ impl Sequence {
             model,
             len: 0,
             sampler: Sampler::new(&SamplingParams::default()),
+            last: None,
         }
     }
 
@@ -86,6 +89,22 @@ impl Sequence {
     /// towards the frequency and presence penalties of later steps.
     pub fn sample_step(&mut self, tokens: &[u32]) -> Result<Sampled, LlmError> {
         let logits = self.feed(tokens)?;
-        Ok(self.sampler.sample(&logits)?)
+        let sampled = self.sampler.sample(&logits)?;
+        self.last = Some((logits, sampled.token));
+        Ok(sampled)
+    }
+
+    /// Replaces the last sample with one drawn from the same logits among
+    /// the tokens `mask` allows (bit `i % 8` of byte `i / 8` for token `i`);
+    /// see wit/nn-protocol.md. Nothing is fed.
+    pub fn resample(&mut self, mask: &[u8]) -> Result<Sampled, LlmError> {
+        let (logits, previous) = self.last.take().ok_or(LlmError::NothingToResample)?;
+        if !crate::sampler::mask_allows_any(mask, self.model.info.vocab_size) {
+            self.last = Some((logits, previous));
+            return Err(LlmError::EmptyMask);
+        }
+        let sampled = self.sampler.resample(&logits, previous, mask)?;
+        self.last = Some((logits, sampled.token));
+        Ok(sampled)
     }
 }

@@ -212,7 +212,6 @@ fn logprobs_whole_and_streamed() {
 #[test]
 fn unsupported_and_invalid_parameters_are_refused() {
     let server = Server::start(&[]);
-    let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {}}}]);
     let cases: Vec<(&str, Value, &str)> = vec![
         ("frequency_penalty", json!(2.5), "invalid_value"),
         ("presence_penalty", json!(-3), "invalid_value"),
@@ -221,19 +220,16 @@ fn unsupported_and_invalid_parameters_are_refused() {
         ("logit_bias", json!({"5": 150}), "invalid_value"),
         ("logit_bias", json!({"49152": 1}), "invalid_value"),
         ("top_logprobs", json!(2), "invalid_value"),
-        ("tools", tools.clone(), "unsupported_parameter"),
-        ("tool_choice", json!("required"), "unsupported_parameter"),
+        // `tool_choice` needs `tools`; `tools` must be a list of function tools.
+        ("tool_choice", json!("required"), "invalid_value"),
+        ("tools", json!({"type": "function"}), "invalid_type"),
         ("functions", json!([{"name": "f"}]), "unsupported_parameter"),
         (
             "function_call",
             json!({"name": "f"}),
             "unsupported_parameter",
         ),
-        (
-            "response_format",
-            json!({"type": "json_object"}),
-            "unsupported_parameter",
-        ),
+        ("response_format", json!("json"), "invalid_type"),
         (
             "audio",
             json!({"voice": "alloy", "format": "wav"}),
@@ -281,6 +277,7 @@ fn unsupported_and_invalid_parameters_are_refused() {
         ("store", json!(false)),
         ("service_tier", json!("auto")),
         ("tools", json!([])),
+        ("tool_choice", json!("none")),
         ("parallel_tool_calls", json!(true)),
         ("some_future_field", json!({"x": 1})),
     ] {

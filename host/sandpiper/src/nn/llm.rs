@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use sandpiper_llm::{LlmError, Logprobs, Model, SamplingParams, Sequence};
+use sandpiper_llm::{LlmError, Logprobs, Model, Sampled, SamplingParams, Sequence};
 use wasmtime_wasi_nn::backend::{
     BackendError, BackendFromDir, BackendGraph, BackendInner, NamedTensor,
 };
@@ -12,7 +12,7 @@ use wasmtime_wasi_nn::wit::{ExecutionTarget, GraphEncoding};
 use wasmtime_wasi_nn::{ExecutionContext, Graph, Tensor};
 
 use super::protocol::{self, named, NamedCompute};
-use super::tensor::{bytes, i32s, invalid, to_text, to_tokens};
+use super::tensor::{bytes, i32s, invalid, to_bytes, to_text, to_tokens};
 use crate::metrics::Metrics;
 
 /// Answers `load` for the `ggml` encoding: models are loaded by the host from
@@ -87,6 +87,21 @@ impl LlmContext {
         Ok(vec![named("tokens", i32s(&tokens))])
     }
 
+    /// Every token's bytes, concatenated, and where each starts: guests that
+    /// constrain decoding match their grammar against these.
+    fn vocab(&self) -> Vec<NamedTensor> {
+        let model = self.seq.model();
+        let size = model.info().vocab_size as u32;
+        let mut all = Vec::new();
+        let mut offsets = Vec::with_capacity(size as usize + 1);
+        for id in 0..size {
+            offsets.push(all.len() as u32);
+            all.extend_from_slice(model.token_bytes(id).unwrap_or_default());
+        }
+        offsets.push(all.len() as u32);
+        vec![named("vocab", bytes(all)), named("offsets", i32s(&offsets))]
+    }
+
     /// The `logprobs` output: `{"logprob", "top": [{"id", "logprob", "bytes"}]}`.
     fn logprobs_json(&self, logprobs: &Logprobs) -> Vec<u8> {
         let model = self.seq.model();
@@ -122,13 +137,31 @@ impl LlmContext {
         }
         let tokens = tokens.ok_or_else(|| invalid("missing input `tokens`"))?;
         let fed = tokens.len() as u64;
-        match self.seq.sample_step(&tokens) {
+        let sampled = self.seq.sample_step(&tokens);
+        if sampled.is_ok() {
+            if self.seq.len() as u64 == fed {
+                self.metrics.prompt_tokens.fetch_add(fed, Relaxed);
+            }
+            self.metrics.tokens_generated.fetch_add(1, Relaxed);
+        }
+        self.sampled(sampled)
+    }
+
+    /// `resample`: the last position again, among the tokens `mask` allows.
+    fn resample(&mut self, mask: &Tensor) -> Result<Vec<NamedTensor>, BackendError> {
+        let mask = to_bytes("mask", mask)?;
+        let sampled = self.seq.resample(mask);
+        self.sampled(sampled)
+    }
+
+    /// The outputs of a `tokens` or `resample` compute.
+    fn sampled(
+        &self,
+        sampled: Result<Sampled, LlmError>,
+    ) -> Result<Vec<NamedTensor>, BackendError> {
+        match sampled {
             Ok(sampled) => {
                 let next = sampled.token;
-                if self.seq.len() as u64 == fed {
-                    self.metrics.prompt_tokens.fetch_add(fed, Relaxed);
-                }
-                self.metrics.tokens_generated.fetch_add(1, Relaxed);
                 let text = self
                     .seq
                     .model()
@@ -143,9 +176,16 @@ impl LlmContext {
             }
             // Errors the guest can turn into a client error travel as data: wasi-nn
             // flattens backend errors to a generic `runtime-error` message.
-            Err(e @ (LlmError::ContextFull { .. } | LlmError::BadToken(_) | LlmError::Empty)) => {
+            Err(
+                e @ (LlmError::ContextFull { .. }
+                | LlmError::BadToken(_)
+                | LlmError::Empty
+                | LlmError::EmptyMask
+                | LlmError::NothingToResample),
+            ) => {
                 let code = match e {
                     LlmError::ContextFull { .. } => "context_length_exceeded",
+                    LlmError::EmptyMask | LlmError::NothingToResample => "invalid_mask",
                     _ => "invalid_tokens",
                 };
                 let body = serde_json::json!({"code": code, "message": e.to_string()});
@@ -165,6 +205,8 @@ impl NamedCompute for LlmContext {
         let outputs = match first.name.as_str() {
             "metadata" => self.metadata()?,
             "tokenize" => self.tokenize(&first.tensor)?,
+            "vocab" => self.vocab(),
+            "resample" => self.resample(&first.tensor)?,
             _ => self.step(&inputs)?,
         };
         Ok(outputs)

@@ -33,9 +33,13 @@ pub(crate) fn to_tokens(name: &str, t: &Tensor) -> Result<Vec<u32>, BackendError
         .collect()
 }
 
-pub(crate) fn to_text<'a>(name: &str, t: &'a Tensor) -> Result<&'a str, BackendError> {
+pub(crate) fn to_bytes<'a>(name: &str, t: &'a Tensor) -> Result<&'a [u8], BackendError> {
     if t.ty != TensorType::U8 {
         return Err(invalid(format!("`{name}` must be a U8 tensor")));
     }
-    std::str::from_utf8(&t.data).map_err(|_| invalid(format!("`{name}` is not UTF-8")))
+    Ok(&t.data)
+}
+
+pub(crate) fn to_text<'a>(name: &str, t: &'a Tensor) -> Result<&'a str, BackendError> {
+    std::str::from_utf8(to_bytes(name, t)?).map_err(|_| invalid(format!("`{name}` is not UTF-8")))
 }
