@@ -13,9 +13,9 @@ use crate::stream::{Chunks, SseSink};
 use crate::template::{self, TemplateError};
 use crate::tools::{self, ToolCall, ToolSink};
 use sandpiper_grammar::Vocab;
-use sandpiper_guest_sdk::http::{respond_error, respond_json, Request, Streaming};
+use sandpiper_guest_sdk::http::{fail, respond_json, Request, Streaming};
 use sandpiper_guest_sdk::models::{self, ModelKind};
-use sandpiper_guest_sdk::nn::{Context, ErrorCode, Graph, NnError, Tensor};
+use sandpiper_guest_sdk::nn::{model_failed, Context, ErrorCode, Graph, NnError, Tensor};
 use sandpiper_guest_sdk::{ids, log, sse, time, ApiError};
 use wasi::http::types::ResponseOutparam;
 
@@ -30,11 +30,11 @@ pub fn handle(http: Request, out: ResponseOutparam) {
         .and_then(|body| request::parse(&body))
     {
         Ok(chat) => chat,
-        Err(e) => return fail(out, "-", &e),
+        Err(e) => return fail(out, "chat", "-", &e),
     };
     let session = match prepare(&chat) {
         Ok(session) => session,
-        Err(e) => return fail(out, &chat.model, &e),
+        Err(e) => return fail(out, "chat", &chat.model, &e),
     };
     let ident = CompletionId {
         id: ids::random_id("chatcmpl-"),
@@ -50,7 +50,7 @@ pub fn handle(http: Request, out: ResponseOutparam) {
         Ok(extra) => extra,
         Err(e) => {
             let e = model_failed(&chat.model, "could not start a sequence", &e);
-            return fail(out, &chat.model, &e);
+            return fail(out, "chat", &chat.model, &e);
         }
     };
     let mut models: Vec<NnModel> = std::iter::once(&session.context)
@@ -79,15 +79,7 @@ struct Session {
 /// Everything that can still be answered with a plain error response:
 /// model lookup, metadata, template, tokenisation and the context check.
 fn prepare(chat: &ChatRequest) -> Result<Session, ApiError> {
-    check_model(&chat.model)?;
-    let graph = Graph::load_by_name(&chat.model).map_err(|e| match e.code {
-        ErrorCode::NotFound => ApiError::model_not_found(&chat.model),
-        _ => model_failed(&chat.model, "could not be loaded", &e),
-    })?;
-    let context = graph
-        .context()
-        .map_err(|e| model_failed(&chat.model, "could not start a sequence", &e))?;
-    let meta = metadata(&context).map_err(|e| model_failed(&chat.model, "has no metadata", &e))?;
+    let (graph, context, meta) = open_model(&chat.model, "/v1/chat/completions")?;
 
     let constraint = Constraint::for_request(&chat.tools, &chat.response_format)?;
     let text = template::render(
@@ -113,7 +105,12 @@ fn prepare(chat: &ChatRequest) -> Result<Session, ApiError> {
     if let Some(vocab_size) = meta.vocab_size {
         chat.check_vocab(vocab_size)?;
     }
-    let max_new_tokens = token_budget(prompt.len() as u64, meta.context_length, chat.max_tokens)?;
+    let max_new_tokens = token_budget(
+        prompt.len() as u64,
+        meta.context_length,
+        chat.max_tokens,
+        "messages",
+    )?;
     Ok(Session {
         graph,
         context,
@@ -165,12 +162,28 @@ fn run_choice(
     Ok((outcome, calls))
 }
 
-/// The model must be served and be a chat model.
-pub(crate) fn check_model(id: &str) -> Result<(), ApiError> {
+/// The chat model `id` (see [`check_model`]) loaded, with a first
+/// sequence started and its metadata read.
+pub(crate) fn open_model(
+    id: &str,
+    endpoint: &str,
+) -> Result<(Graph, Context, ModelMetadata), ApiError> {
+    check_model(id, endpoint)?;
+    let graph = Graph::load_model(id)?;
+    let context = graph
+        .context()
+        .map_err(|e| model_failed(id, "could not start a sequence", &e))?;
+    let meta = metadata(&context).map_err(|e| model_failed(id, "has no metadata", &e))?;
+    Ok((graph, context, meta))
+}
+
+/// The model must be served and be a chat model; `endpoint`
+/// (`/v1/chat/completions`, `/v1/completions`) is named when it is not.
+fn check_model(id: &str, endpoint: &str) -> Result<(), ApiError> {
     match models::list().into_iter().find(|m| m.id == id) {
         None => Err(ApiError::model_not_found(id)),
         Some(m) if m.kind != ModelKind::Chat => Err(ApiError::invalid_request(format!(
-            "The model `{id}` is not a chat model (its kind is {}); /v1/chat/completions needs a chat model.",
+            "The model `{id}` is not a chat model (its kind is {}); {endpoint} needs a chat model.",
             m.kind.as_str()
         ))
         .with_param("model")
@@ -179,7 +192,7 @@ pub(crate) fn check_model(id: &str) -> Result<(), ApiError> {
     }
 }
 
-pub(crate) fn metadata(context: &Context) -> Result<ModelMetadata, NnError> {
+fn metadata(context: &Context) -> Result<ModelMetadata, NnError> {
     let mut out = context.compute(vec![("metadata", Tensor::bytes(Vec::new()))])?;
     let bytes = out.take("metadata")?.into_bytes()?;
     ModelMetadata::parse(&bytes).map_err(NnError::protocol)
@@ -190,12 +203,14 @@ pub(crate) fn tokenize(context: &Context, text: &str) -> Result<Vec<i32>, NnErro
     out.take("tokens")?.to_i32s()
 }
 
-pub(crate) fn model_failed(model: &str, what: &str, e: &NnError) -> ApiError {
-    ApiError::server_error(format!("The model `{model}` {what}: {e}"))
-}
-
-/// The error for a compute that failed during generation.
-pub(crate) fn generation_error(model: &str, error: &NnError, sampled: u64) -> ApiError {
+/// The error for a compute that failed during generation; `param` is what
+/// the prompt came from (`messages`, `prompt`, `prompt[i]`).
+pub(crate) fn generation_error(
+    model: &str,
+    error: &NnError,
+    sampled: u64,
+    param: &str,
+) -> ApiError {
     if error.code == ErrorCode::TooLarge && sampled == 0 {
         // The prompt passed our check against `context_length` but the
         // sequence still did not fit.
@@ -203,7 +218,7 @@ pub(crate) fn generation_error(model: &str, error: &NnError, sampled: u64) -> Ap
             "The prompt does not fit in the context of `{model}`: {}",
             error.message
         ))
-        .with_param("messages")
+        .with_param(param)
         .with_code("context_length_exceeded")
     } else {
         model_failed(model, "failed while generating", error)
@@ -226,8 +241,8 @@ fn whole(
                 error,
                 completion_tokens,
             }) => {
-                let e = generation_error(&chat.model, &error, completion_tokens);
-                return fail(out, &chat.model, &e);
+                let e = generation_error(&chat.model, &error, completion_tokens, "messages");
+                return fail(out, "chat", &chat.model, &e);
             }
             // A String sink never disconnects.
             Err(GenError::Disconnected { .. }) => return,
@@ -260,11 +275,7 @@ fn stream(
         include_usage: chat.include_usage,
         logprobs: chat.logprobs,
     };
-    let head = [
-        ("content-type", "text/event-stream"),
-        ("cache-control", "no-cache"),
-    ];
-    let Ok(mut body) = Streaming::start(out, 200, &head) else {
+    let Ok(mut body) = Streaming::start(out, 200, sse::HEAD) else {
         return log_done(chat, 200, session, models, None, "client gone");
     };
     // Choices one after another (see `stream.rs`), each with its own role,
@@ -302,7 +313,7 @@ fn stream(
                 completion_tokens,
             }) => {
                 // Status and headers are gone: the error travels in the stream.
-                let e = generation_error(&chat.model, &error, completion_tokens);
+                let e = generation_error(&chat.model, &error, completion_tokens, "messages");
                 let _ = body.send(&sse::data_event(&e.to_json()));
                 body.finish();
                 return log_done(chat, 200, session, models, None, &e.message);
@@ -328,17 +339,6 @@ fn usage(session: &Session, outcomes: &[Outcome]) -> Usage {
         prompt_tokens: session.prompt.len() as u64,
         completion_tokens: outcomes.iter().map(|o| o.completion_tokens).sum(),
     }
-}
-
-/// Responds with `error` and logs the request's one line.
-fn fail(out: ResponseOutparam, model: &str, error: &ApiError) {
-    log::line(&format!(
-        "chat model={model} status={} code={} error={:?}",
-        error.status,
-        error.code.as_deref().unwrap_or("-"),
-        error.message
-    ));
-    respond_error(out, error, &[]);
 }
 
 /// The request's one log line once generation ran (the host forwards guest

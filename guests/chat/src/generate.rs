@@ -370,29 +370,63 @@ fn constrain(
 /// How many tokens may be generated for a prompt, or the OpenAI
 /// `context_length_exceeded` error. Prompt and completion share the
 /// context: `prompt + max_tokens` must fit, and without `max_tokens` the
-/// completion may fill whatever the prompt left.
+/// completion may fill whatever the prompt left. `param` is what the prompt
+/// came from: `messages` for chat, `prompt` or `prompt[i]` for a text
+/// completion; the message names it without the index.
 pub fn token_budget(
     prompt_tokens: u64,
     context_length: u64,
     max_tokens: Option<u64>,
+    param: &str,
 ) -> Result<u64, ApiError> {
+    let what = param.split('[').next().unwrap_or(param);
     let exceeded = |message: String| {
         ApiError::invalid_request(message)
-            .with_param("messages")
+            .with_param(param)
             .with_code("context_length_exceeded")
     };
     if prompt_tokens >= context_length {
         return Err(exceeded(format!(
-            "This model's maximum context length is {context_length} tokens. However, your messages resulted in {prompt_tokens} tokens, which leaves no room for a completion. Please reduce the length of the messages."
+            "This model's maximum context length is {context_length} tokens. However, your {what} resulted in {prompt_tokens} tokens, which leaves no room for a completion. Please reduce the length of the {what}."
         )));
     }
     match max_tokens {
         None => Ok(context_length - prompt_tokens),
         Some(max) if prompt_tokens.saturating_add(max) > context_length => Err(exceeded(format!(
-            "This model's maximum context length is {context_length} tokens. However, you requested {} tokens ({prompt_tokens} in the messages, {max} in the completion). Please reduce the length of the messages or completion.",
+            "This model's maximum context length is {context_length} tokens. However, you requested {} tokens ({prompt_tokens} in the {what}, {max} in the completion). Please reduce the length of the {what} or completion.",
             prompt_tokens.saturating_add(max)
         ))),
         Some(max) => Ok(max),
+    }
+}
+
+/// A [`Model`] for tests: plays back text pieces, each with a
+/// log-probability, then EOS (token 2).
+#[cfg(test)]
+pub(crate) struct Pieces(pub Vec<&'static str>);
+
+#[cfg(test)]
+impl Model for Pieces {
+    fn step(&mut self, _: &[i32]) -> Result<Step, NnError> {
+        if self.0.is_empty() {
+            return Ok(Step {
+                token: 2,
+                ..Default::default()
+            });
+        }
+        let bytes = self.0.remove(0).as_bytes().to_vec();
+        Ok(Step {
+            token: 50,
+            logprobs: Some(StepLogprobs {
+                logprob: -(bytes.len() as f64),
+                top: vec![crate::logprobs::Alternative {
+                    id: 9,
+                    logprob: -0.1,
+                    bytes: b"x".to_vec(),
+                }],
+            }),
+            bytes,
+        })
     }
 }
 
@@ -819,17 +853,30 @@ mod tests {
 
     #[test]
     fn budget_checks_context() {
-        assert_eq!(token_budget(10, 100, None).unwrap(), 90);
-        assert_eq!(token_budget(10, 100, Some(90)).unwrap(), 90);
-        assert_eq!(token_budget(10, 100, Some(5)).unwrap(), 5);
-        let e = token_budget(10, 100, Some(91)).unwrap_err();
+        assert_eq!(token_budget(10, 100, None, "messages").unwrap(), 90);
+        assert_eq!(token_budget(10, 100, Some(90), "messages").unwrap(), 90);
+        assert_eq!(token_budget(10, 100, Some(5), "messages").unwrap(), 5);
+        let e = token_budget(10, 100, Some(91), "messages").unwrap_err();
         assert_eq!(e.status, 400);
         assert_eq!(e.param.as_deref(), Some("messages"));
         assert_eq!(e.code.as_deref(), Some("context_length_exceeded"));
         assert!(e.message.contains("100") && e.message.contains("101"));
-        let e = token_budget(100, 100, None).unwrap_err();
+        assert!(e.message.contains("in the messages"), "{}", e.message);
+        let e = token_budget(100, 100, None, "messages").unwrap_err();
         assert!(e.message.contains("100 tokens"));
         assert_eq!(e.code.as_deref(), Some("context_length_exceeded"));
-        assert!(token_budget(5, 100, Some(u64::MAX)).is_err());
+        assert!(token_budget(5, 100, Some(u64::MAX), "messages").is_err());
+    }
+
+    #[test]
+    fn budget_errors_name_the_prompt() {
+        for (prompt, max) in [(100, None), (95, Some(10))] {
+            let e = token_budget(prompt, 100, max, "prompt[2]").unwrap_err();
+            assert_eq!(e.param.as_deref(), Some("prompt[2]"));
+            assert_eq!(e.code.as_deref(), Some("context_length_exceeded"));
+            assert!(!e.message.contains("messages"), "{}", e.message);
+            assert!(!e.message.contains("prompt[2]"), "{}", e.message);
+            assert!(e.message.contains("the prompt"), "{}", e.message);
+        }
     }
 }

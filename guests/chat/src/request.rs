@@ -13,7 +13,8 @@
 use crate::constraint::ResponseFormat;
 use crate::tools::{parse_past_calls, PastCall, Tools};
 use sandpiper_guest_sdk::params::{
-    describe, json_object, missing, positive_integer, present, required_string, wrong_type,
+    array_too_long, describe, empty_array, json_object, missing, positive_integer, present,
+    required_string, wrong_type,
 };
 use sandpiper_guest_sdk::ApiError;
 use serde_json::{json, Map, Value};
@@ -404,11 +405,7 @@ fn parse_messages(value: Option<&Value>) -> Result<Vec<Message>, ApiError> {
         Some(other) => return Err(wrong_type("messages", "an array", other)),
     };
     if items.is_empty() {
-        return Err(ApiError::invalid_request(
-            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
-        )
-        .with_param("messages")
-        .with_code("empty_array"));
+        return Err(empty_array("messages"));
     }
     items
         .iter()
@@ -493,12 +490,7 @@ pub fn parse_stop(value: Option<&Value>) -> Result<Vec<String>, ApiError> {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => {
             if items.len() > MAX_STOP_SEQUENCES {
-                return Err(ApiError::invalid_request(format!(
-                    "Invalid 'stop': array too long. Expected an array with maximum length {MAX_STOP_SEQUENCES}, but got an array with length {} instead.",
-                    items.len()
-                ))
-                .with_param("stop")
-                .with_code("array_above_max_length"));
+                return Err(array_too_long("stop", MAX_STOP_SEQUENCES, items.len()));
             }
             items
                 .iter()

@@ -4,6 +4,7 @@
 use crate::generate::FinishReason;
 use crate::logprobs::{choice_logprobs, TokenLogprob};
 use crate::tools::ToolCall;
+use sandpiper_guest_sdk::sse;
 use serde_json::{json, Value};
 
 /// Token accounting reported to the client.
@@ -33,6 +34,36 @@ pub struct CompletionId {
     pub created: u64,
     /// The model id as the client sent it.
     pub model: String,
+}
+
+impl CompletionId {
+    /// `{"id", "object", "created", "model", "choices"}`: how every body
+    /// and streamed chunk of a completion starts.
+    pub fn envelope(&self, object: &str, choices: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": object,
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        })
+    }
+
+    /// One streamed chunk as an SSE event. With `include_usage` every chunk
+    /// carries `usage`: `null`, except in the usage chunk (`Some`).
+    pub fn chunk_event(
+        &self,
+        object: &str,
+        choices: Value,
+        include_usage: bool,
+        usage: Option<Usage>,
+    ) -> Vec<u8> {
+        let mut chunk = self.envelope(object, choices);
+        if include_usage {
+            chunk["usage"] = usage.map_or(Value::Null, Usage::to_value);
+        }
+        sse::data_event(&chunk.to_string())
+    }
 }
 
 /// One generated choice of a non-streamed response. `logprobs` is `Some`
@@ -68,14 +99,9 @@ pub fn completion(ident: &CompletionId, choices: &[Choice], usage: Usage) -> Val
             })
         })
         .collect();
-    json!({
-        "id": ident.id,
-        "object": "chat.completion",
-        "created": ident.created,
-        "model": ident.model,
-        "choices": choices,
-        "usage": usage.to_value(),
-    })
+    let mut body = ident.envelope("chat.completion", json!(choices));
+    body["usage"] = usage.to_value();
+    body
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use crate::logprobs::{choice_logprobs, TokenLogprob};
 use crate::response::{CompletionId, Usage};
 use crate::tools::ToolCall;
 use sandpiper_guest_sdk::http::Disconnected;
-use sandpiper_guest_sdk::sse;
 use serde_json::{json, Value};
 
 /// Builds the SSE events of one streamed completion.
@@ -29,18 +28,9 @@ pub struct Chunks {
 }
 
 impl Chunks {
-    fn event(&self, choices: Value, usage: Option<Value>) -> Vec<u8> {
-        let mut chunk = json!({
-            "id": self.ident.id,
-            "object": "chat.completion.chunk",
-            "created": self.ident.created,
-            "model": self.ident.model,
-            "choices": choices,
-        });
-        if self.include_usage {
-            chunk["usage"] = usage.unwrap_or(Value::Null);
-        }
-        sse::data_event(&chunk.to_string())
+    fn event(&self, choices: Value, usage: Option<Usage>) -> Vec<u8> {
+        self.ident
+            .chunk_event("chat.completion.chunk", choices, self.include_usage, usage)
     }
 
     fn choice(index: u64, delta: Value, logprobs: Value, finish: Option<FinishReason>) -> Value {
@@ -103,7 +93,7 @@ impl Chunks {
 
     /// The usage event (send only when `include_usage`).
     pub fn usage(&self, usage: Usage) -> Vec<u8> {
-        self.event(json!([]), Some(usage.to_value()))
+        self.event(json!([]), Some(usage))
     }
 }
 
@@ -125,8 +115,7 @@ impl<W: FnMut(&[u8]) -> Result<(), Disconnected>> Sink for SseSink<'_, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::{generate, Limits, Model, Step};
-    use sandpiper_guest_sdk::nn::NnError;
+    use crate::generate::{generate, Limits, Pieces};
 
     fn chunks(include_usage: bool) -> Chunks {
         Chunks {
@@ -200,24 +189,6 @@ mod tests {
     fn no_usage_field_without_include_usage() {
         let role = parse(&chunks(false).role(0));
         assert!(!role.as_object().unwrap().contains_key("usage"));
-    }
-
-    struct Pieces(Vec<&'static str>);
-
-    impl Model for Pieces {
-        fn step(&mut self, _: &[i32]) -> Result<Step, NnError> {
-            if self.0.is_empty() {
-                return Ok(Step {
-                    token: 2,
-                    ..Default::default()
-                });
-            }
-            Ok(Step {
-                token: 50,
-                bytes: self.0.remove(0).as_bytes().to_vec(),
-                logprobs: None,
-            })
-        }
     }
 
     #[test]

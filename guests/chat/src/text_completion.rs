@@ -14,15 +14,13 @@
 //! `j`-th), each its own sequence, generated one after another; choice `j`
 //! of every prompt samples with `seed + j`.
 
-use crate::completion::{
-    check_model, generation_error, metadata, model_failed, tokenize, NnModel, MAX_BODY_BYTES,
-};
+use crate::completion::{generation_error, open_model, tokenize, NnModel, MAX_BODY_BYTES};
 use crate::generate::{generate, token_budget, Collected, GenError, Limits, Outcome, Sink};
 use crate::response::{CompletionId, Usage};
-use crate::text_request::{self, for_completions, Prompt, TextRequest};
+use crate::text_request::{self, Prompt, TextRequest};
 use crate::text_response::{text_completion, LegacyLogprobs, TextChoice, TextChunks, TextSseSink};
-use sandpiper_guest_sdk::http::{respond_error, respond_json, Request, Streaming};
-use sandpiper_guest_sdk::nn::{Context, ErrorCode, Graph};
+use sandpiper_guest_sdk::http::{fail, respond_json, Request, Streaming};
+use sandpiper_guest_sdk::nn::{model_failed, Context, Graph};
 use sandpiper_guest_sdk::{ids, log, sse, time, ApiError};
 use wasi::http::types::ResponseOutparam;
 
@@ -33,11 +31,11 @@ pub fn handle(http: Request, out: ResponseOutparam) {
         .and_then(|body| text_request::parse(&body))
     {
         Ok(req) => req,
-        Err(e) => return fail(out, "-", &e),
+        Err(e) => return fail(out, "completions", "-", &e),
     };
     let session = match prepare(&req) {
         Ok(session) => session,
-        Err(e) => return fail(out, &req.model, &e),
+        Err(e) => return fail(out, "completions", &req.model, &e),
     };
     let ident = CompletionId {
         id: ids::random_id("cmpl-"),
@@ -66,15 +64,7 @@ struct Session {
 /// model lookup, metadata, tokenisation and the context checks (each
 /// prompt + `max_tokens` must fit).
 fn prepare(req: &TextRequest) -> Result<Session, ApiError> {
-    check_model(&req.model).map_err(|e| for_completions(e, "prompt"))?;
-    let graph = Graph::load_by_name(&req.model).map_err(|e| match e.code {
-        ErrorCode::NotFound => ApiError::model_not_found(&req.model),
-        _ => model_failed(&req.model, "could not be loaded", &e),
-    })?;
-    let context = graph
-        .context()
-        .map_err(|e| model_failed(&req.model, "could not start a sequence", &e))?;
-    let meta = metadata(&context).map_err(|e| model_failed(&req.model, "has no metadata", &e))?;
+    let (graph, context, meta) = open_model(&req.model, "/v1/completions")?;
     if let Some(vocab_size) = meta.vocab_size {
         req.check_vocab(vocab_size)?;
     }
@@ -97,8 +87,8 @@ fn prepare(req: &TextRequest) -> Result<Session, ApiError> {
             tokens.len() as u64,
             meta.context_length,
             Some(req.max_tokens),
-        )
-        .map_err(|e| for_completions(e, &at))?;
+            &at,
+        )?;
         prompts.push(tokens);
     }
     Ok(Session {
@@ -170,8 +160,10 @@ fn run_choice(
         GenError::Model {
             error,
             completion_tokens,
-        } => Failed::Api(for_completions(
-            generation_error(&req.model, &error, completion_tokens),
+        } => Failed::Api(generation_error(
+            &req.model,
+            &error,
+            completion_tokens,
             &prompt_param(req, i),
         )),
         GenError::Disconnected { .. } => Failed::Gone,
@@ -210,7 +202,7 @@ fn whole(req: &TextRequest, session: &Session, ident: CompletionId, out: Respons
                 });
                 outcomes.push(outcome);
             }
-            Err(Failed::Api(e)) => return fail(out, &req.model, &e),
+            Err(Failed::Api(e)) => return fail(out, "completions", &req.model, &e),
             // A collecting sink never disconnects.
             Err(Failed::Gone) => return,
         }
@@ -226,12 +218,8 @@ fn stream(req: &TextRequest, session: &Session, ident: CompletionId, out: Respon
         include_usage: req.include_usage,
         logprobs: req.logprobs.is_some(),
     };
-    let head = [
-        ("content-type", "text/event-stream"),
-        ("cache-control", "no-cache"),
-    ];
     let mut stats = Stats::default();
-    let Ok(mut body) = Streaming::start(out, 200, &head) else {
+    let Ok(mut body) = Streaming::start(out, 200, sse::HEAD) else {
         return log_done(req, session, &stats, None, "client gone");
     };
     let mut outcomes = Vec::new();
@@ -278,17 +266,6 @@ fn usage(session: &Session, outcomes: &[Outcome]) -> Usage {
         prompt_tokens: session.prompts.iter().map(|p| p.len() as u64).sum(),
         completion_tokens: outcomes.iter().map(|o| o.completion_tokens).sum(),
     }
-}
-
-/// Responds with `error` and logs the request's one line.
-fn fail(out: ResponseOutparam, model: &str, error: &ApiError) {
-    log::line(&format!(
-        "completions model={model} status={} code={} error={:?}",
-        error.status,
-        error.code.as_deref().unwrap_or("-"),
-        error.message
-    ));
-    respond_error(out, error, &[]);
 }
 
 /// The request's one log line once generation ran. Timings are the first

@@ -14,8 +14,9 @@ use crate::request::{
     Sampling,
 };
 use sandpiper_guest_sdk::params::{
-    describe, json_object, missing, positive_integer, present, required_string, wrong_type,
+    json_object, positive_integer, present, required_string, wrong_type,
 };
+use sandpiper_guest_sdk::prompt::{self, TextsOrTokens};
 use sandpiper_guest_sdk::ApiError;
 use serde_json::{Map, Value};
 
@@ -183,97 +184,12 @@ fn check_echo(prompts: &[Prompt], logprobs: Option<u64>) -> Result<(), ApiError>
     Ok(())
 }
 
-const PROMPT_TYPES: &str =
-    "a string, an array of strings, an array of integers or an array of arrays of integers";
-
+/// Each text or token array of `prompt`, in request order.
 fn parse_prompt(value: Option<&Value>) -> Result<Vec<Prompt>, ApiError> {
-    let items = match value {
-        None => return Err(missing("prompt")),
-        Some(Value::String(s)) => return Ok(vec![Prompt::Text(s.clone())]),
-        Some(Value::Array(items)) => items,
-        Some(other) => return Err(wrong_type("prompt", PROMPT_TYPES, other)),
-    };
-    if items.is_empty() {
-        return Err(ApiError::invalid_request(
-            "Invalid 'prompt': empty array. Expected an array with minimum length 1, but got an empty array instead.",
-        )
-        .with_param("prompt")
-        .with_code("empty_array"));
-    }
-    // One array of integers is a single token prompt.
-    if items.iter().all(Value::is_number) {
-        return Ok(vec![Prompt::Tokens(token_ids("prompt", items)?)]);
-    }
-    if items.len() > MAX_PROMPTS {
-        return Err(ApiError::invalid_request(format!(
-            "Invalid 'prompt': array too long. Expected an array with maximum length {MAX_PROMPTS}, but got an array with length {} instead.",
-            items.len()
-        ))
-        .with_param("prompt")
-        .with_code("array_above_max_length"));
-    }
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let at = format!("prompt[{i}]");
-            match (item, &items[0]) {
-                (Value::String(s), Value::String(_)) => Ok(Prompt::Text(s.clone())),
-                (Value::Array(ids), Value::Array(_)) => token_ids(&at, ids).map(Prompt::Tokens),
-                (other, Value::String(_)) => Err(wrong_type(&at, "a string", other)),
-                (other, Value::Array(_)) => Err(wrong_type(&at, "an array of integers", other)),
-                (other, _) => Err(wrong_type(&at, "a string or an array of integers", other)),
-            }
-        })
-        .collect()
-}
-
-fn token_ids(param: &str, items: &[Value]) -> Result<Vec<i32>, ApiError> {
-    if items.is_empty() {
-        return Err(ApiError::invalid_request(format!(
-            "Invalid '{param}': empty array. Expected at least one token id."
-        ))
-        .with_param(param)
-        .with_code("empty_array"));
-    }
-    items
-        .iter()
-        .enumerate()
-        .map(|(j, item)| {
-            item.as_u64()
-                .and_then(|n| i32::try_from(n).ok())
-                .ok_or_else(|| {
-                    let at = format!("{param}[{j}]");
-                    ApiError::invalid_request(format!(
-                        "Invalid '{at}': expected a token id (a non-negative integer), but got {} instead.",
-                        describe_value(item)
-                    ))
-                    .with_param(at)
-                    .with_code("invalid_type")
-                })
-        })
-        .collect()
-}
-
-/// A number is shown as itself (a token id out of range says which),
-/// anything else by its type.
-fn describe_value(item: &Value) -> String {
-    match item {
-        Value::Number(n) => n.to_string(),
-        other => describe(other).to_string(),
-    }
-}
-
-/// The checks shared with chat word their errors for chat (`messages`,
-/// `/v1/chat/completions`); for a text completion the prompt `at`
-/// (`prompt` or `prompt[i]`) is what is at fault.
-pub fn for_completions(mut e: ApiError, at: &str) -> ApiError {
-    if e.param.as_deref() == Some("messages") {
-        e.param = Some(at.to_string());
-        e.message = e.message.replace("messages", "prompt");
-    }
-    e.message = e.message.replace("/v1/chat/completions", "/v1/completions");
-    e
+    Ok(match prompt::parse(value, "prompt", MAX_PROMPTS)? {
+        TextsOrTokens::Texts(texts) => texts.into_iter().map(Prompt::Text).collect(),
+        TextsOrTokens::Tokens(ids) => ids.into_iter().map(Prompt::Tokens).collect(),
+    })
 }
 
 #[cfg(test)]
@@ -457,23 +373,6 @@ mod tests {
             json!({"temperature": 1.0, "top_p": 1.0, "seed": null, "frequency_penalty": 0.0,
                 "presence_penalty": 0.0, "logit_bias": {}, "logprobs": false, "top_logprobs": 0})
         );
-    }
-
-    #[test]
-    fn shared_errors_are_reworded_for_the_prompt() {
-        for (prompt, max) in [(100, None), (95, Some(10))] {
-            let e = crate::generate::token_budget(prompt, 100, max).unwrap_err();
-            let e = for_completions(e, "prompt[2]");
-            assert_eq!(e.param.as_deref(), Some("prompt[2]"));
-            assert_eq!(e.code.as_deref(), Some("context_length_exceeded"));
-            assert!(!e.message.contains("messages"), "{}", e.message);
-            assert!(e.message.contains("prompt"), "{}", e.message);
-        }
-        let e = ApiError::invalid_request("/v1/chat/completions needs a chat model.")
-            .with_param("model");
-        let e = for_completions(e, "prompt");
-        assert_eq!(e.param.as_deref(), Some("model"));
-        assert_eq!(e.message, "/v1/completions needs a chat model.");
     }
 
     #[test]

@@ -27,7 +27,6 @@ use crate::generate::{FinishReason, Sink};
 use crate::logprobs::TokenLogprob;
 use crate::response::{CompletionId, Usage};
 use sandpiper_guest_sdk::http::Disconnected;
-use sandpiper_guest_sdk::sse;
 use serde_json::{json, Map, Value};
 
 /// Builds legacy `logprobs` objects for one choice, piece by piece, keeping
@@ -133,14 +132,9 @@ pub fn text_completion(ident: &CompletionId, choices: &[TextChoice], usage: Usag
             })
         })
         .collect();
-    json!({
-        "id": ident.id,
-        "object": "text_completion",
-        "created": ident.created,
-        "model": ident.model,
-        "choices": choices,
-        "usage": usage.to_value(),
-    })
+    let mut body = ident.envelope("text_completion", json!(choices));
+    body["usage"] = usage.to_value();
+    body
 }
 
 /// Builds the SSE events of one streamed text completion.
@@ -153,18 +147,9 @@ pub struct TextChunks {
 }
 
 impl TextChunks {
-    fn event(&self, choices: Value, usage: Option<Value>) -> Vec<u8> {
-        let mut chunk = json!({
-            "id": self.ident.id,
-            "object": "text_completion",
-            "created": self.ident.created,
-            "model": self.ident.model,
-            "choices": choices,
-        });
-        if self.include_usage {
-            chunk["usage"] = usage.unwrap_or(Value::Null);
-        }
-        sse::data_event(&chunk.to_string())
+    fn event(&self, choices: Value, usage: Option<Usage>) -> Vec<u8> {
+        self.ident
+            .chunk_event("text_completion", choices, self.include_usage, usage)
     }
 
     /// A piece of choice `index`'s text with its tokens' legacy logprobs
@@ -186,7 +171,7 @@ impl TextChunks {
 
     /// The usage event (send only when `include_usage`).
     pub fn usage(&self, usage: Usage) -> Vec<u8> {
-        self.event(json!([]), Some(usage.to_value()))
+        self.event(json!([]), Some(usage))
     }
 }
 
@@ -238,9 +223,8 @@ impl<W: FnMut(&[u8]) -> Result<(), Disconnected>> Sink for TextSseSink<'_, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::{generate, Collected, Limits, Model, Step};
+    use crate::generate::{generate, Collected, Limits, Pieces};
     use crate::logprobs::{Alternative, StepLogprobs};
-    use sandpiper_guest_sdk::nn::NnError;
 
     fn entry(token: &str, logprob: f64, top: &[(&str, f64)]) -> TokenLogprob {
         TokenLogprob::new(
@@ -395,33 +379,6 @@ mod tests {
         };
         let text = events(&without.text(0, "x", None)).remove(0);
         assert!(!text.as_object().unwrap().contains_key("usage"));
-    }
-
-    /// Plays back text pieces, each with a log-probability, then EOS (2).
-    struct Pieces(Vec<&'static str>);
-
-    impl Model for Pieces {
-        fn step(&mut self, _: &[i32]) -> Result<Step, NnError> {
-            if self.0.is_empty() {
-                return Ok(Step {
-                    token: 2,
-                    ..Default::default()
-                });
-            }
-            let bytes = self.0.remove(0).as_bytes().to_vec();
-            Ok(Step {
-                token: 50,
-                logprobs: Some(StepLogprobs {
-                    logprob: -(bytes.len() as f64),
-                    top: vec![Alternative {
-                        id: 9,
-                        logprob: -0.1,
-                        bytes: b"x".to_vec(),
-                    }],
-                }),
-                bytes,
-            })
-        }
     }
 
     #[test]

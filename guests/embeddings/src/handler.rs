@@ -2,9 +2,9 @@
 
 use crate::request::{self, EmbeddingsRequest};
 use crate::response;
-use sandpiper_guest_sdk::http::{respond_error, respond_json, Request};
+use sandpiper_guest_sdk::http::{fail, respond_error, respond_json, Request};
 use sandpiper_guest_sdk::models::{self, ModelKind};
-use sandpiper_guest_sdk::nn::{ErrorCode, Graph, NnError, Tensor};
+use sandpiper_guest_sdk::nn::{model_failed, ErrorCode, Graph, NnError, Tensor};
 use sandpiper_guest_sdk::{log, time, ApiError};
 use wasi::http::types::{IncomingRequest, ResponseOutparam};
 
@@ -32,7 +32,7 @@ impl wasi::exports::http::incoming_handler::Guest for Embeddings {
             .and_then(|body| request::parse(&body))
         {
             Ok(req) => req,
-            Err(e) => return fail(out, "-", &e),
+            Err(e) => return fail(out, "embeddings", "-", &e),
         };
         match embed(&req) {
             Ok((body, inputs, tokens)) => {
@@ -43,7 +43,7 @@ impl wasi::exports::http::incoming_handler::Guest for Embeddings {
                 ));
                 respond_json(out, 200, &body);
             }
-            Err(e) => fail(out, &req.model, &e),
+            Err(e) => fail(out, "embeddings", &req.model, &e),
         }
     }
 }
@@ -53,10 +53,7 @@ wasi::http::proxy::export!(Embeddings);
 /// Runs the model; returns the body, the input count and the token count.
 fn embed(req: &EmbeddingsRequest) -> Result<(String, usize, u64), ApiError> {
     check_model(&req.model)?;
-    let graph = Graph::load_by_name(&req.model).map_err(|e| match e.code {
-        ErrorCode::NotFound => ApiError::model_not_found(&req.model),
-        _ => model_failed(&req.model, "could not be loaded", &e),
-    })?;
+    let graph = Graph::load_model(&req.model)?;
     let context = graph
         .context()
         .map_err(|e| model_failed(&req.model, "could not start", &e))?;
@@ -64,7 +61,7 @@ fn embed(req: &EmbeddingsRequest) -> Result<(String, usize, u64), ApiError> {
         metadata_dim(&context).map_err(|e| model_failed(&req.model, "has no metadata", &e))?;
     request::check_dimensions(req.dimensions, &req.model, dim)?;
 
-    let (name, json) = req.input.tensor_name_and_json();
+    let (name, json) = request::tensor_name_and_json(&req.input);
     let mut outputs = context
         .compute(vec![(name, Tensor::bytes(json))])
         .map_err(|e| match e.code {
@@ -124,18 +121,4 @@ fn metadata_dim(context: &sandpiper_guest_sdk::nn::Context) -> Result<u64, NnErr
     meta["dim"]
         .as_u64()
         .ok_or_else(|| NnError::protocol("metadata has no `dim`"))
-}
-
-fn model_failed(model: &str, what: &str, e: &NnError) -> ApiError {
-    ApiError::server_error(format!("The model `{model}` {what}: {e}"))
-}
-
-fn fail(out: ResponseOutparam, model: &str, error: &ApiError) {
-    log::line(&format!(
-        "embeddings model={model} status={} code={} error={:?}",
-        error.status,
-        error.code.as_deref().unwrap_or("-"),
-        error.message
-    ));
-    respond_error(out, error, &[]);
 }

@@ -2,41 +2,14 @@
 //! naming the parameter at fault.
 
 use sandpiper_guest_sdk::params::{
-    json_object, missing, positive_integer, present, required_string, wrong_type,
+    json_object, positive_integer, present, required_string, wrong_type,
 };
+use sandpiper_guest_sdk::prompt::{self, TextsOrTokens};
 use sandpiper_guest_sdk::ApiError;
 use serde_json::Value;
 
 /// Most inputs one request may carry (OpenAI's limit).
 pub const MAX_INPUTS: usize = 2048;
-
-/// What to embed: texts, or token-id arrays of the model's own vocabulary.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Inputs {
-    Texts(Vec<String>),
-    Tokens(Vec<Vec<u32>>),
-}
-
-impl Inputs {
-    pub fn len(&self) -> usize {
-        match self {
-            Inputs::Texts(t) => t.len(),
-            Inputs::Tokens(t) => t.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The `wasi:nn` input (`texts` or `tokens`, U8 JSON) that embeds these.
-    pub fn tensor_name_and_json(&self) -> (&'static str, String) {
-        match self {
-            Inputs::Texts(t) => ("texts", serde_json::to_string(t).unwrap_or_default()),
-            Inputs::Tokens(t) => ("tokens", serde_json::to_string(t).unwrap_or_default()),
-        }
-    }
-}
 
 /// How vectors are written in the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +24,8 @@ pub enum EncodingFormat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbeddingsRequest {
     pub model: String,
-    pub input: Inputs,
+    /// What to embed: texts, or token-id arrays of the model's own vocabulary.
+    pub input: TextsOrTokens,
     pub encoding_format: EncodingFormat,
     /// Checked against the model's dimension once it is known: Sandpiper
     /// does not shorten vectors.
@@ -98,102 +72,31 @@ pub fn check_dimensions(requested: Option<u64>, model: &str, dim: u64) -> Result
     }
 }
 
-const INPUT_TYPES: &str =
-    "a string, an array of strings, an array of integers or an array of arrays of integers";
-
-fn parse_input(value: Option<&Value>) -> Result<Inputs, ApiError> {
-    let items = match value {
-        None => return Err(missing("input")),
-        Some(Value::String(s)) => {
-            check_text("input", s)?;
-            return Ok(Inputs::Texts(vec![s.clone()]));
+/// The texts or token arrays to embed; texts must not be empty.
+fn parse_input(value: Option<&Value>) -> Result<TextsOrTokens, ApiError> {
+    let input = prompt::parse(value, "input", MAX_INPUTS)?;
+    if let TextsOrTokens::Texts(texts) = &input {
+        if let Some(i) = texts.iter().position(String::is_empty) {
+            let at = match value {
+                Some(Value::Array(_)) => format!("input[{i}]"),
+                _ => "input".to_string(),
+            };
+            return Err(ApiError::invalid_request(format!(
+                "Invalid '{at}': empty string. Expected a non-empty string."
+            ))
+            .with_param(at)
+            .with_code("invalid_value"));
         }
-        Some(Value::Array(items)) => items,
-        Some(other) => return Err(wrong_type("input", INPUT_TYPES, other)),
-    };
-    if items.is_empty() {
-        return Err(ApiError::invalid_request(
-            "Invalid 'input': empty array. Expected an array with minimum length 1, but got an empty array instead.",
-        )
-        .with_param("input")
-        .with_code("empty_array"));
     }
-    // One array of integers is a single token array.
-    if items.iter().all(Value::is_number) {
-        return Ok(Inputs::Tokens(vec![token_ids("input", items)?]));
-    }
-    if items.len() > MAX_INPUTS {
-        return Err(ApiError::invalid_request(format!(
-            "Invalid 'input': array too long. Expected an array with maximum length {MAX_INPUTS}, but got an array with length {} instead.",
-            items.len()
-        ))
-        .with_param("input")
-        .with_code("array_above_max_length"));
-    }
-    match &items[0] {
-        Value::String(_) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| match item {
-                Value::String(s) => {
-                    check_text(&format!("input[{i}]"), s)?;
-                    Ok(s.clone())
-                }
-                other => Err(wrong_type(&format!("input[{i}]"), "a string", other)),
-            })
-            .collect::<Result<_, _>>()
-            .map(Inputs::Texts),
-        Value::Array(_) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| match item {
-                Value::Array(ids) => token_ids(&format!("input[{i}]"), ids),
-                other => Err(wrong_type(
-                    &format!("input[{i}]"),
-                    "an array of integers",
-                    other,
-                )),
-            })
-            .collect::<Result<_, _>>()
-            .map(Inputs::Tokens),
-        other => Err(wrong_type("input[0]", "a string or an array", other)),
-    }
+    Ok(input)
 }
 
-fn check_text(param: &str, s: &str) -> Result<(), ApiError> {
-    if s.is_empty() {
-        return Err(ApiError::invalid_request(format!(
-            "Invalid '{param}': empty string. Expected a non-empty string."
-        ))
-        .with_param("input")
-        .with_code("invalid_value"));
+/// The `wasi:nn` input (`texts` or `tokens`, U8 JSON) that embeds `input`.
+pub fn tensor_name_and_json(input: &TextsOrTokens) -> (&'static str, String) {
+    match input {
+        TextsOrTokens::Texts(t) => ("texts", serde_json::to_string(t).unwrap_or_default()),
+        TextsOrTokens::Tokens(t) => ("tokens", serde_json::to_string(t).unwrap_or_default()),
     }
-    Ok(())
-}
-
-fn token_ids(param: &str, items: &[Value]) -> Result<Vec<u32>, ApiError> {
-    if items.is_empty() {
-        return Err(ApiError::invalid_request(format!(
-            "Invalid '{param}': empty array. Expected at least one token id."
-        ))
-        .with_param("input")
-        .with_code("empty_array"));
-    }
-    items
-        .iter()
-        .enumerate()
-        .map(|(j, item)| {
-            item.as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| {
-                    ApiError::invalid_request(format!(
-                        "Invalid '{param}[{j}]': expected a token id (a non-negative integer), but got {item}."
-                    ))
-                    .with_param("input")
-                    .with_code("invalid_type")
-                })
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -212,21 +115,21 @@ mod tests {
     #[test]
     fn input_forms() {
         let r = ok(json!({"model": "m", "input": "hi"}));
-        assert_eq!(r.input, Inputs::Texts(vec!["hi".into()]));
+        assert_eq!(r.input, TextsOrTokens::Texts(vec!["hi".into()]));
         assert_eq!(r.encoding_format, EncodingFormat::Float);
         assert_eq!(r.dimensions, None);
         let r = ok(json!({"model": "m", "input": ["a", "b"], "user": "u-1", "extra": 1}));
-        assert_eq!(r.input, Inputs::Texts(vec!["a".into(), "b".into()]));
+        assert_eq!(r.input, TextsOrTokens::Texts(vec!["a".into(), "b".into()]));
         let r = ok(json!({"model": "m", "input": [1, 2, 3]}));
-        assert_eq!(r.input, Inputs::Tokens(vec![vec![1, 2, 3]]));
+        assert_eq!(r.input, TextsOrTokens::Tokens(vec![vec![1, 2, 3]]));
         let r = ok(
             json!({"model": "m", "input": [[1], [2, 3]], "encoding_format": "base64", "dimensions": 384}),
         );
-        assert_eq!(r.input, Inputs::Tokens(vec![vec![1], vec![2, 3]]));
+        assert_eq!(r.input, TextsOrTokens::Tokens(vec![vec![1], vec![2, 3]]));
         assert_eq!(r.encoding_format, EncodingFormat::Base64);
         assert_eq!(r.dimensions, Some(384));
         assert_eq!(
-            r.input.tensor_name_and_json(),
+            tensor_name_and_json(&r.input),
             ("tokens", "[[1],[2,3]]".to_string())
         );
         let r =
@@ -244,10 +147,14 @@ mod tests {
             (json!({"model": "m", "input": []}), "input", "empty_array"),
             (
                 json!({"model": "m", "input": ["a", ""]}),
-                "input",
+                "input[1]",
                 "invalid_value",
             ),
-            (json!({"model": "m", "input": [[]]}), "input", "empty_array"),
+            (
+                json!({"model": "m", "input": [[]]}),
+                "input[0]",
+                "empty_array",
+            ),
             (json!({"model": "m", "input": 5}), "input", "invalid_type"),
             (
                 json!({"model": "m", "input": {"a": 1}}),
@@ -266,17 +173,17 @@ mod tests {
             ),
             (
                 json!({"model": "m", "input": [1, -2]}),
-                "input",
+                "input[1]",
                 "invalid_type",
             ),
             (
                 json!({"model": "m", "input": [1.5]}),
-                "input",
+                "input[0]",
                 "invalid_type",
             ),
             (
                 json!({"model": "m", "input": [[1, 5_000_000_000u64]]}),
-                "input",
+                "input[0][1]",
                 "invalid_type",
             ),
             (

@@ -194,6 +194,18 @@ mod guest {
         respond(out, error.status, &head, error.to_json().as_bytes());
     }
 
+    /// Responds with `error` and logs the request's one line:
+    /// `{api} model={model} status=… code=… error=…`.
+    pub fn fail(out: ResponseOutparam, api: &str, model: &str, error: &ApiError) {
+        crate::log::line(&format!(
+            "{api} model={model} status={} code={} error={:?}",
+            error.status,
+            error.code.as_deref().unwrap_or("-"),
+            error.message
+        ));
+        respond_error(out, error, &[]);
+    }
+
     /// A response whose status and headers are already sent and whose body
     /// is written piece by piece (server-sent events).
     pub struct Streaming {

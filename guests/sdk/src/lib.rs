@@ -8,7 +8,8 @@
 //! - [`nn`]: typed wrappers over `wasi:nn` and the tensor encodings of
 //!   `wit/nn-protocol.md`.
 //! - [`models`]: what the host serves (`sandpiper:guest/models`).
-//! - [`params`]: reading request parameters with OpenAI's 400 errors.
+//! - [`params`]: reading request parameters with OpenAI's 400 errors;
+//!   [`prompt`]: a `prompt`/`input` of texts or token ids.
 //! - [`base64`]: standard base64, for `encoding_format: "base64"` bodies.
 //! - [`sse`]: server-sent-event framing for streamed responses.
 //! - [`log`]: one-line logging to stderr that can never fail a request.
@@ -32,6 +33,7 @@ pub mod log;
 pub mod models;
 pub mod nn;
 pub mod params;
+pub mod prompt;
 pub mod routes;
 pub mod sse;
 #[cfg(target_arch = "wasm32")]

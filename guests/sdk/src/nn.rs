@@ -51,6 +51,11 @@ impl fmt::Display for NnError {
 
 impl std::error::Error for NnError {}
 
+/// The 500 for a served model that failed: "The model `m` {what}: {e}".
+pub fn model_failed(model: &str, what: &str, e: &NnError) -> crate::ApiError {
+    crate::ApiError::server_error(format!("The model `{model}` {what}: {e}"))
+}
+
 /// Element type of a tensor (`wasi:nn/tensor.tensor-type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TensorType {
@@ -242,6 +247,15 @@ mod guest {
         /// An unknown id fails with [`ErrorCode::NotFound`].
         pub fn load_by_name(name: &str) -> Result<Self, NnError> {
             Ok(Self(graph::load_by_name(name)?))
+        }
+
+        /// [`load_by_name`](Self::load_by_name) for a request's `model`:
+        /// 404 `model_not_found` when the host has no such graph, else 500.
+        pub fn load_model(id: &str) -> Result<Self, crate::ApiError> {
+            Self::load_by_name(id).map_err(|e| match e.code {
+                ErrorCode::NotFound => crate::ApiError::model_not_found(id),
+                _ => super::model_failed(id, "could not be loaded", &e),
+            })
         }
 
         /// A fresh execution context: for chat models, one sequence with its

@@ -64,6 +64,24 @@ pub fn wrong_type(param: &str, expected: &str, got: &Value) -> ApiError {
     .with_code("invalid_type")
 }
 
+/// 400 for an array parameter given as `[]`.
+pub fn empty_array(param: &str) -> ApiError {
+    ApiError::invalid_request(format!(
+        "Invalid '{param}': empty array. Expected an array with minimum length 1, but got an empty array instead."
+    ))
+    .with_param(param)
+    .with_code("empty_array")
+}
+
+/// 400 for an array parameter with more than `max` items.
+pub fn array_too_long(param: &str, max: usize, len: usize) -> ApiError {
+    ApiError::invalid_request(format!(
+        "Invalid '{param}': array too long. Expected an array with maximum length {max}, but got an array with length {len} instead."
+    ))
+    .with_param(param)
+    .with_code("array_above_max_length")
+}
+
 /// A JSON value's type as OpenAI's messages name it ("an integer", "a string").
 pub fn describe(v: &Value) -> &'static str {
     match v {

@@ -5,6 +5,12 @@
 /// The terminator OpenAI clients wait for before closing a stream.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
 
+/// The response headers of an event stream.
+pub const HEAD: &[(&str, &str)] = &[
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+];
+
 /// Frames one JSON payload as an SSE `data` event.
 ///
 /// The payload must not contain a raw newline (a newline would end the

@@ -1,7 +1,12 @@
 //! Counters the server exposes at `/metrics` (Prometheus text format).
 
+use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// How many recent guest instantiations the quantiles are taken over.
+const RECENT: usize = 4096;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -19,9 +24,41 @@ pub struct Metrics {
     pub speech_samples: AtomicU64,
     pub instantiate_micros_total: AtomicU64,
     pub instantiations: AtomicU64,
+    /// The last [`RECENT`] instantiation times, for the median and p99.
+    recent_instantiate_micros: Mutex<VecDeque<u64>>,
 }
 
 impl Metrics {
+    /// Records one guest instance creation (store, request resources and
+    /// instantiation).
+    pub fn instantiated(&self, micros: u64) {
+        self.instantiations.fetch_add(1, Relaxed);
+        self.instantiate_micros_total.fetch_add(micros, Relaxed);
+        if let Ok(mut recent) = self.recent_instantiate_micros.lock() {
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(micros);
+        }
+    }
+
+    /// The median and 99th percentile of recent instantiation times.
+    fn instantiate_quantiles(&self) -> Option<(u64, u64)> {
+        let mut recent: Vec<u64> = self
+            .recent_instantiate_micros
+            .lock()
+            .ok()?
+            .iter()
+            .copied()
+            .collect();
+        if recent.is_empty() {
+            return None;
+        }
+        recent.sort_unstable();
+        let at = |q: f64| recent[((recent.len() - 1) as f64 * q).round() as usize];
+        Some((at(0.5), at(0.99)))
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         let mut put = |name: &str, kind: &str, help: &str, v: u64| {
@@ -90,6 +127,38 @@ impl Metrics {
             "Time spent creating guest instances.",
             self.instantiate_micros_total.load(Relaxed),
         );
+        if let Some((median, p99)) = self.instantiate_quantiles() {
+            let name = "sandpiper_guest_instantiate_microseconds";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Guest instance creation time over the last {RECENT} instances.\n# TYPE {name} summary\n{name}{{quantile=\"0.5\"}} {median}\n{name}{{quantile=\"0.99\"}} {p99}"
+            );
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instantiation_quantiles_are_rendered() {
+        let m = Metrics::default();
+        assert!(!m.render().contains("quantile"));
+        for micros in 1..=100 {
+            m.instantiated(micros);
+        }
+        let text = m.render();
+        assert!(
+            text.contains("sandpiper_guest_instantiate_microseconds{quantile=\"0.5\"} 51"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sandpiper_guest_instantiate_microseconds{quantile=\"0.99\"} 99"),
+            "{text}"
+        );
+        assert!(text.contains("sandpiper_guest_instantiations_total 100"));
+        assert!(text.contains("sandpiper_guest_instantiate_microseconds_total 5050"));
     }
 }

@@ -5,24 +5,11 @@
 
 mod common;
 
-use std::io::Read;
-use std::sync::Arc;
-
-use common::{assert_openai_error, Server, MODEL};
+use common::{assert_openai_error, chat_model, Server, MODEL};
 use serde_json::{json, Value};
 
 const PATH: &str = "/v1/completions";
 const PROMPT: &str = "The capital of France is";
-
-/// The default chat model, in-process, for its tokenizer.
-fn model() -> Arc<sandpiper_llm::Model> {
-    let store = sandpiper_models::Store::open_default().unwrap();
-    let path = store
-        .resolve(&sandpiper_models::catalog::default_chat())
-        .unwrap()
-        .expect("the default chat model is pulled by Server::start");
-    sandpiper_llm::Model::load(MODEL, &path).unwrap()
-}
 
 fn complete(server: &Server, req: &Value) -> Value {
     let (status, body) = server.post(PATH, req);
@@ -52,32 +39,6 @@ fn texts(body: &Value) -> Vec<String> {
         .collect()
 }
 
-/// A streamed request: the `data:` payloads before `[DONE]`, in order.
-fn stream(server: &Server, body: &Value) -> Vec<Value> {
-    let mut resp = Server::client()
-        .post(server.url(PATH))
-        .json(body)
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    assert!(resp.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
-    let mut text = String::new();
-    resp.read_to_string(&mut text).unwrap();
-    let (events, done) = text
-        .split("\n\n")
-        .filter(|e| !e.is_empty())
-        .partition::<Vec<&str>, _>(|e| *e != "data: [DONE]");
-    assert_eq!(done.len(), 1, "one [DONE]: {text}");
-    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-    events
-        .iter()
-        .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
-        .collect()
-}
-
 /// Per choice index: the joined text and the finish reason, checking that
 /// nothing follows a choice's finish chunk.
 fn streamed_choices(events: &[Value], count: usize) -> Vec<(String, String)> {
@@ -101,7 +62,7 @@ fn streamed_choices(events: &[Value], count: usize) -> Vec<(String, String)> {
 #[test]
 fn raw_prompt_whole_streamed_and_as_tokens() {
     let server = Server::start(&[]);
-    let model = model();
+    let model = chat_model();
     let ids = model.tokenize(PROMPT).unwrap();
 
     let req = json!({"model": MODEL, "prompt": PROMPT, "temperature": 0, "max_tokens": 8});
@@ -128,7 +89,7 @@ fn raw_prompt_whole_streamed_and_as_tokens() {
     let mut streaming = req.clone();
     streaming["stream"] = json!(true);
     streaming["stream_options"] = json!({"include_usage": true});
-    let events = stream(&server, &streaming);
+    let events = server.stream_at(PATH, &streaming);
     assert_eq!(
         streamed_choices(&events[..events.len() - 1], 1),
         vec![(text.clone(), finish.to_string())]
@@ -149,7 +110,7 @@ fn raw_prompt_whole_streamed_and_as_tokens() {
 #[test]
 fn prompt_lists_n_seed_echo_and_stop() {
     let server = Server::start(&[]);
-    let model = model();
+    let model = chat_model();
     let prompts = ["Once upon a time", "The best thing about the sea is"];
     let base = json!({"model": MODEL, "temperature": 1.0, "seed": 11, "max_tokens": 10, "n": 2});
     let mut req = base.clone();
@@ -180,7 +141,7 @@ fn prompt_lists_n_seed_echo_and_stop() {
     assert_eq!(complete(&server, &req)["choices"], body["choices"]);
     let mut streaming = req.clone();
     streaming["stream"] = json!(true);
-    let streamed = streamed_choices(&stream(&server, &streaming), 4);
+    let streamed = streamed_choices(&server.stream_at(PATH, &streaming), 4);
     let finishes: Vec<(String, String)> = body["choices"]
         .as_array()
         .unwrap()
@@ -203,7 +164,7 @@ fn prompt_lists_n_seed_echo_and_stop() {
     }
     assert_eq!(echoed["usage"], body["usage"]);
     echo["stream"] = json!(true);
-    let streamed = streamed_choices(&stream(&server, &echo), 4);
+    let streamed = streamed_choices(&server.stream_at(PATH, &echo), 4);
     let joined: Vec<String> = streamed.into_iter().map(|(t, _)| t).collect();
     assert_eq!(joined, texts(&echoed));
 
@@ -224,7 +185,7 @@ fn prompt_lists_n_seed_echo_and_stop() {
     assert_eq!(&full[..text.len()], text.as_str());
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     stopped["stream"] = json!(true);
-    let streamed = streamed_choices(&stream(&server, &stopped), 1);
+    let streamed = streamed_choices(&server.stream_at(PATH, &stopped), 1);
     assert_eq!(streamed, vec![(text.clone(), "stop".to_string())]);
 }
 
@@ -269,7 +230,7 @@ fn legacy_logprobs_whole_and_streamed() {
     // Streamed entries join to the whole ones.
     let mut streaming = req.clone();
     streaming["stream"] = json!(true);
-    let events = stream(&server, &streaming);
+    let events = server.stream_at(PATH, &streaming);
     for key in ["tokens", "token_logprobs", "top_logprobs", "text_offset"] {
         let joined: Vec<Value> = events
             .iter()

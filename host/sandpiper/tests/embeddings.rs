@@ -259,7 +259,7 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
             "empty string in a list",
             json!({"model": MODEL, "input": ["a", ""]}).to_string(),
             400,
-            Some("input"),
+            Some("input[1]"),
             "invalid_value",
         ),
         (
@@ -280,7 +280,7 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
             "negative token id",
             json!({"model": MODEL, "input": [1, -1]}).to_string(),
             400,
-            Some("input"),
+            Some("input[1]"),
             "invalid_type",
         ),
         (

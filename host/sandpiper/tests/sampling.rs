@@ -4,20 +4,8 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{paris_request, Server, MODEL};
+use common::{chat_model, paris_request, Server, MODEL};
 use serde_json::{json, Value};
-
-/// The default chat model, in-process, for its tokenizer.
-fn model() -> Arc<sandpiper_llm::Model> {
-    let store = sandpiper_models::Store::open_default().unwrap();
-    let path = store
-        .resolve(&sandpiper_models::catalog::default_chat())
-        .unwrap()
-        .expect("the default chat model is pulled by Server::start");
-    sandpiper_llm::Model::load(MODEL, &path).unwrap()
-}
 
 fn chat(server: &Server, req: &Value) -> Value {
     let (status, body) = server.post("/v1/chat/completions", req);
@@ -38,7 +26,7 @@ fn entries(body: &Value) -> &Vec<Value> {
 #[test]
 fn logit_bias_bans_and_forces_tokens() {
     let server = Server::start(&[]);
-    let model = model();
+    let model = chat_model();
     let mut req = paris_request();
     req["max_tokens"] = json!(8);
     req["logprobs"] = json!(true);

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::time::Instant;
 
 use base64::Engine as _;
-use common::Server;
+use common::{sse_events, Server};
 use serde_json::{json, Value};
 
 const VOICE: &str = "en_US-joe-medium";
@@ -215,19 +215,14 @@ fn opus_decodes_with_libopus_to_the_length_of_the_wav() {
     assert!(a.body.len() * 5 < wav.body.len(), "{} bytes", a.body.len());
 
     // In SSE, the deltas put together are the same kind of stream.
-    let resp = Server::client()
-        .post(server.url("/v1/audio/speech"))
-        .json(&json!({"input": TEXT, "response_format": "opus", "stream_format": "sse"}))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    let a = speak(
+        &server,
+        &json!({"input": TEXT, "response_format": "opus", "stream_format": "sse"}),
+    );
+    assert_eq!(a.status, 200);
     let mut ogg = Vec::new();
     let mut deltas = 0;
-    for line in resp.text().unwrap().lines() {
-        let Some(data) = line.strip_prefix("data: ") else {
-            continue;
-        };
-        let event: Value = serde_json::from_str(data).unwrap();
+    for event in sse_events(std::str::from_utf8(&a.body).unwrap()) {
         if event["type"] == "speech.audio.delta" {
             deltas += 1;
             ogg.extend(
@@ -314,23 +309,14 @@ fn first_chunk_arrives_before_synthesis_finishes() {
 #[test]
 fn sse_sends_audio_deltas_then_done() {
     let server = server();
-    let resp = Server::client()
-        .post(server.url("/v1/audio/speech"))
-        .json(&json!({"model": "tts-1", "voice": "alloy", "input": TEXT,
-                      "response_format": "pcm", "stream_format": "sse"}))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    assert!(resp.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
-    let text = resp.text().unwrap();
-    let events: Vec<Value> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let a = speak(
+        &server,
+        &json!({"model": "tts-1", "voice": "alloy", "input": TEXT,
+                "response_format": "pcm", "stream_format": "sse"}),
+    );
+    assert_eq!(a.status, 200);
+    assert!(header(&a, "content-type").starts_with("text/event-stream"));
+    let events = sse_events(std::str::from_utf8(&a.body).unwrap());
     let (done, deltas) = events.split_last().expect("events");
     assert_eq!(done["type"], "speech.audio.done", "{done}");
     assert!(done["usage"]["input_tokens"].as_u64().unwrap() > 0);

@@ -156,10 +156,7 @@ impl Sandbox {
         let out = store.data_mut().http().new_response_outparam(tx)?;
         let proxy = route.pre.instantiate_async(&mut store).await?;
         let micros = started.elapsed().as_micros() as u64;
-        self.metrics.instantiations.fetch_add(1, Relaxed);
-        self.metrics
-            .instantiate_micros_total
-            .fetch_add(micros, Relaxed);
+        self.metrics.instantiated(micros);
         tracing::debug!(guest = %route.name, instantiate_us = micros, "instance created");
         let result = proxy
             .wasi_http_incoming_handler()

@@ -2,7 +2,7 @@
 //! talk to it over real HTTP.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::Duration;
@@ -110,8 +110,14 @@ impl Server {
 
     /// A streaming chat request: the `data:` payloads, in order, up to `[DONE]`.
     pub fn stream(&self, body: &Value) -> Vec<Value> {
+        self.stream_at("/v1/chat/completions", body)
+    }
+
+    /// A streaming POST to `path`: a 200 event stream that ends with
+    /// `[DONE]`; returns the `data:` payloads before it, in order.
+    pub fn stream_at(&self, path: &str, body: &Value) -> Vec<Value> {
         let resp = Self::client()
-            .post(self.url("/v1/chat/completions"))
+            .post(self.url(path))
             .json(body)
             .send()
             .unwrap();
@@ -120,23 +126,12 @@ impl Server {
             .to_str()
             .unwrap()
             .starts_with("text/event-stream"));
-        let mut text = String::new();
-        BufReader::new(resp).read_to_string(&mut text).unwrap();
-        let mut events = Vec::new();
-        let mut done = false;
-        for line in text.lines() {
-            let Some(data) = line.strip_prefix("data: ") else {
-                continue;
-            };
-            assert!(!done, "data after [DONE]");
-            if data == "[DONE]" {
-                done = true;
-                continue;
-            }
-            events.push(serde_json::from_str(data).unwrap());
-        }
-        assert!(done, "stream did not end with [DONE]: {text}");
-        events
+        let text = resp.text().unwrap();
+        assert!(
+            text.ends_with("data: [DONE]\n\n"),
+            "stream did not end with [DONE]: {text}"
+        );
+        sse_events(&text)
     }
 
     /// A metric's current value from `/metrics`.
@@ -160,6 +155,36 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The JSON `data:` payloads of a server-sent-event body, in order.
+/// `[DONE]`, which ends chat and completion streams, is left out; nothing
+/// may follow it.
+pub fn sse_events(text: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut done = false;
+    for line in text.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        assert!(!done, "data after [DONE]: {text}");
+        if data == "[DONE]" {
+            done = true;
+            continue;
+        }
+        events.push(serde_json::from_str(data).unwrap());
+    }
+    events
+}
+
+/// The default chat model, in-process, for its tokenizer.
+pub fn chat_model() -> std::sync::Arc<sandpiper_llm::Model> {
+    let store = sandpiper_models::Store::open_default().unwrap();
+    let path = store
+        .resolve(&sandpiper_models::catalog::default_chat())
+        .unwrap()
+        .expect("the default chat model is pulled by Server::start");
+    sandpiper_llm::Model::load(MODEL, &path).unwrap()
 }
 
 /// Checks the status and OpenAI's error shape (`message`, `type`, `param`,
