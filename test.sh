@@ -32,3 +32,6 @@ venv=target/py-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/openai/requirements.txt
 SANDPIPER_BIN=target/debug/sandpiper "$venv/bin/python" -m pytest -q tests/openai
+
+# The benchmark harness, tiny and untimed, so it cannot rot (bench/README.md).
+bench/run --smoke --sandpiper-bin target/debug/sandpiper

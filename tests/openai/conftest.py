@@ -42,6 +42,8 @@ def client(server):
     return OpenAI(base_url=f"{server}/v1", api_key=API_KEY, max_retries=0, timeout=300)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def async_client(server):
+    # One per test: tests drive it with asyncio.run, and a client's pooled
+    # connections belong to the event loop that opened them.
     return AsyncOpenAI(base_url=f"{server}/v1", api_key=API_KEY, max_retries=0, timeout=300)

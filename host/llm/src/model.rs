@@ -9,6 +9,7 @@ use candle_core::Device;
 use candle_transformers::models::quantized_llama::ModelWeights;
 use serde::Serialize;
 
+use crate::llama::Llama;
 use crate::sequence::Sequence;
 use crate::tokenizer::GgufTokenizer;
 
@@ -28,10 +29,22 @@ pub struct ModelInfo {
     pub chat_template: Option<String>,
 }
 
+/// The forward pass a model runs on.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Weights {
+    /// The native llama forward pass on runtime-dispatched SIMD kernels
+    /// ([`crate::llama`]).
+    Native(Box<Llama>),
+    /// candle's `quantized_llama`: the reference implementation, and the
+    /// fallback for files the native pass does not handle (other ggml types,
+    /// mixture of experts, architectures other than plain llama). Weights with
+    /// an empty KV cache; each sequence clones it, which copies only `Arc`s to
+    /// the quantized tensors.
+    Candle(ModelWeights),
+}
+
 pub struct Model {
-    /// Weights with an empty KV cache; each sequence clones it, which copies
-    /// only `Arc`s to the quantized tensors.
-    pub(crate) weights: ModelWeights,
+    pub(crate) weights: Weights,
     pub(crate) tokenizer: GgufTokenizer,
     pub(crate) info: ModelInfo,
     pub(crate) device: Device,
@@ -39,7 +52,30 @@ pub struct Model {
 
 impl Model {
     /// Loads a GGUF file (llama architecture family) onto the CPU.
+    ///
+    /// Plain llama models with Q4_1/Q8_0 weights run on the native forward
+    /// pass ([`crate::llama`]); anything else, or every file when
+    /// `SANDPIPER_LLM_BACKEND=candle` is set, on candle's `quantized_llama`.
     pub fn load(id: &str, path: &Path) -> Result<Arc<Model>> {
+        let force_candle = std::env::var("SANDPIPER_LLM_BACKEND").is_ok_and(|v| v == "candle");
+        Self::load_with(id, path, !force_candle)
+    }
+
+    /// Loads a GGUF file on candle's `quantized_llama`, the reference the
+    /// native forward pass is tested against.
+    pub fn load_reference(id: &str, path: &Path) -> Result<Arc<Model>> {
+        Self::load_with(id, path, false)
+    }
+
+    /// Which forward pass runs the model: `"native"` or `"candle"`.
+    pub fn backend(&self) -> &'static str {
+        match self.weights {
+            Weights::Native(_) => "native",
+            Weights::Candle(_) => "candle",
+        }
+    }
+
+    fn load_with(id: &str, path: &Path, native: bool) -> Result<Arc<Model>> {
         let mut file =
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let ct = gguf_file::Content::read(&mut file)
@@ -48,8 +84,31 @@ impl Model {
             .with_context(|| format!("tokenizer of {}", path.display()))?;
         let info = model_info(id, &ct, tokenizer.vocab_size());
         let device = Device::Cpu;
-        let weights = ModelWeights::from_gguf(ct, &mut file, &device)
-            .with_context(|| format!("loading weights of {}", path.display()))?;
+        let native = if native {
+            match Llama::from_gguf(&ct, &mut file) {
+                Ok(llama) => {
+                    tracing::info!(
+                        "{id}: native forward pass, {} kernels, {} threads",
+                        crate::kernels::level().name(),
+                        crate::kernels::pool::global().threads()
+                    );
+                    Some(llama)
+                }
+                Err(e) => {
+                    tracing::info!("{id}: candle forward pass ({e:#})");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let weights = match native {
+            Some(llama) => Weights::Native(Box::new(llama)),
+            None => Weights::Candle(
+                ModelWeights::from_gguf(ct, &mut file, &device)
+                    .with_context(|| format!("loading weights of {}", path.display()))?,
+            ),
+        };
         Ok(Arc::new(Model {
             weights,
             tokenizer,

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use candle_core::Tensor;
 use candle_transformers::models::quantized_llama::ModelWeights;
 
+use crate::llama;
+use crate::model::Weights;
 use crate::sampler::{Sampled, Sampler, SamplingParams};
 use crate::{LlmError, Model};
 
@@ -14,17 +16,29 @@ const PREFILL_CHUNK: usize = 256;
 
 pub struct Sequence {
     model: Arc<Model>,
-    weights: ModelWeights,
+    state: State,
     len: usize,
     sampler: Sampler,
     /// The logits and token of the last sample, for [`Sequence::resample`].
     last: Option<(Tensor, u32)>,
 }
 
+/// The per-sequence half of the model's forward pass.
+enum State {
+    /// KV cache and scratch buffers of the native forward pass.
+    Native(llama::Cache),
+    /// candle's weights (shared `Arc`s) with this sequence's KV cache.
+    Candle(ModelWeights),
+}
+
 impl Sequence {
     pub(crate) fn new(model: Arc<Model>) -> Self {
+        let state = match &model.weights {
+            Weights::Native(llama) => State::Native(llama.new_cache()),
+            Weights::Candle(weights) => State::Candle(weights.clone()),
+        };
         Self {
-            weights: model.weights.clone(),
+            state,
             model,
             len: 0,
             sampler: Sampler::new(&SamplingParams::default()),
@@ -68,14 +82,27 @@ impl Sequence {
         if let Some(&bad) = tokens.iter().find(|&&t| t >= vocab) {
             return Err(LlmError::BadToken(bad));
         }
+        let n_chunks = tokens.len().div_ceil(PREFILL_CHUNK);
         let mut logits = None;
-        for chunk in tokens.chunks(PREFILL_CHUNK) {
-            let input = Tensor::new(chunk, &self.model.device)?.unsqueeze(0)?;
-            logits = Some(self.weights.forward(&input, self.len)?);
+        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+            match (&mut self.state, &self.model.weights) {
+                (State::Native(cache), Weights::Native(llama)) => {
+                    // Only the last chunk's logits are wanted.
+                    if let Some(l) = llama.forward(cache, chunk, i + 1 == n_chunks)? {
+                        let n = l.len();
+                        logits = Some(Tensor::from_vec(l, n, &self.model.device)?);
+                    }
+                }
+                (State::Candle(weights), _) => {
+                    let input = Tensor::new(chunk, &self.model.device)?.unsqueeze(0)?;
+                    let l = weights.forward(&input, self.len)?;
+                    logits = Some(l.squeeze(0)?.to_dtype(candle_core::DType::F32)?);
+                }
+                (State::Native(_), Weights::Candle(_)) => unreachable!("state follows the model"),
+            }
             self.len += chunk.len();
         }
-        let logits = logits.expect("tokens is not empty");
-        Ok(logits.squeeze(0)?.to_dtype(candle_core::DType::F32)?)
+        Ok(logits.expect("tokens is not empty"))
     }
 
     /// Feeds `tokens` and samples the next token. The sampled token is not

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use axum::serve::ListenerExt;
 use clap::{Args, Parser, Subcommand};
 use sandpiper::config::{GuestRoute, ServeConfig};
 use sandpiper::metrics::Metrics;
@@ -150,6 +151,14 @@ fn serve(args: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        // Streams are many small writes (one SSE event per token): with
+        // Nagle's algorithm each one after the first waits for the client's
+        // delayed ACK, up to 40 ms, and keep-alive requests stall the same way.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         tracing::info!(%addr, "serving");
         // A plain line on stdout, for scripts and tests that wait for it.
         println!("sandpiper listening on http://{addr}");

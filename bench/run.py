@@ -1,0 +1,884 @@
+#!/usr/bin/env python3
+"""Sandpiper benchmarks against llama.cpp on the same GGUF and thread count.
+
+    bench/run                                  # full run, writes bench/RESULTS.md
+    bench/run --smoke --sandpiper-bin target/debug/sandpiper   # CI: tiny, writes to a temp dir
+
+See bench/README.md for what every number means. Standard library only.
+"""
+
+import argparse
+import contextlib
+import datetime
+import http.client
+import json
+import math
+import os
+import platform
+import queue
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+LLAMA_CPP_PYTHON = "0.3.36"
+MODEL = "smollm2-135m-instruct"
+
+# The one text that makes the model talk long (decode and concurrency runs).
+LONG_ANSWER = (
+    "Write a long, detailed story about a lighthouse keeper who finds a mysterious map "
+    "in an old bottle. Describe every place she visits and everyone she meets."
+)
+# Filler words for prompts of an exact length; each is one token for GPT-2-style BPE.
+FILLER = (" the cat sat on a mat and then the dog ran to the park with a red ball while"
+          " birds sang in the old tree near the river").split()
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+def sandpiper_home():
+    home = os.environ.get("SANDPIPER_HOME")
+    if home:
+        return Path(home)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "sandpiper"
+
+
+def run_logged(cmd, logfile, cwd=None, env=None):
+    """Runs cmd with output appended to logfile; on failure raises with the log's tail."""
+    log("$ " + " ".join(str(c) for c in cmd))
+    with open(logfile, "ab") as out:
+        out.write(("\n$ " + " ".join(str(c) for c in cmd) + "\n").encode())
+        out.flush()
+        rc = subprocess.call([str(c) for c in cmd], cwd=cwd, env=env, stdout=out,
+                             stderr=subprocess.STDOUT)
+    if rc != 0:
+        tail = Path(logfile).read_text(errors="replace").splitlines()[-30:]
+        raise BenchError(f"{cmd[0]} exited with {rc}; last lines of {logfile}:\n" + "\n".join(tail))
+
+
+# --------------------------------------------------------------------------- llama.cpp build
+
+def llama_dir():
+    return sandpiper_home() / "bench" / f"llama.cpp-{LLAMA_CPP_PYTHON}"
+
+
+def llama_bins():
+    bindir = llama_dir() / "build" / "bin"
+    return bindir / "llama-bench", bindir / "llama-server"
+
+
+def llama_cached():
+    bench, server = llama_bins()
+    return (llama_dir() / "build.ok").exists() and bench.exists() and server.exists()
+
+
+def ensure_cmake():
+    if shutil.which("cmake"):
+        return
+    log("cmake not found: installing Debian's cmake with apt-get")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    if subprocess.call(sudo + ["apt-get", "install", "-y", "cmake"], env=env) != 0:
+        subprocess.call(sudo + ["apt-get", "update"], env=env)
+        if subprocess.call(sudo + ["apt-get", "install", "-y", "cmake"], env=env) != 0:
+            raise BenchError("cmake is needed to build llama.cpp (apt-get install cmake)")
+
+
+def build_llama(jobs):
+    """Builds llama-bench and llama-server from llama-cpp-python's sdist (vendor/llama.cpp)
+    into the cache; does nothing when that build is already there."""
+    if llama_cached():
+        log(f"llama.cpp: using the cached build in {llama_dir()}")
+        return
+    root = llama_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    logfile = root / "build.log"
+    log(f"llama.cpp: building llama-cpp-python {LLAMA_CPP_PYTHON}'s vendor/llama.cpp in {root} "
+        f"(about 10 minutes on 2 cores; log: {logfile})")
+    ensure_cmake()
+    dl = root / "sdist"
+    name = f"llama_cpp_python-{LLAMA_CPP_PYTHON}"
+    sdist = dl / f"{name}.tar.gz"
+    if not sdist.exists():
+        run_logged([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary",
+                    "llama-cpp-python", f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "-d", dl],
+                   logfile)
+    src = root / "src"
+    if not (src / "CMakeLists.txt").exists():
+        prefix = f"{name}/vendor/llama.cpp/"
+        tmp = root / "src.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        with tarfile.open(sdist) as tar:
+            members = []
+            for m in tar.getmembers():
+                if m.name.startswith(prefix) and (m.isfile() or m.isdir()):
+                    m.name = m.name[len(prefix):]
+                    members.append(m)
+            tar.extractall(tmp, members=members)
+        shutil.rmtree(src, ignore_errors=True)
+        tmp.rename(src)
+    build = root / "build"
+    run_logged(["cmake", "-S", src, "-B", build, "-DCMAKE_BUILD_TYPE=Release",
+                "-DLLAMA_CURL=OFF", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF",
+                # No network during the build: no prebuilt web UI download, no npm.
+                "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_OPENSSL=OFF",
+                "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF"], logfile)
+    run_logged(["cmake", "--build", build, "--config", "Release", "-j", str(jobs),
+                "--target", "llama-bench", "llama-server"], logfile)
+    bench, server = llama_bins()
+    if not (bench.exists() and server.exists()):
+        raise BenchError(f"llama.cpp build finished but {bench} or {server} is missing")
+    (root / "build.ok").write_text(f"llama-cpp-python=={LLAMA_CPP_PYTHON}\n")
+    log("llama.cpp: built")
+
+
+# --------------------------------------------------------------------------- small helpers
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def percentile(xs, p):
+    """Nearest-rank percentile."""
+    if not xs:
+        return None
+    s = sorted(xs)
+    return s[max(0, min(len(s), math.ceil(p / 100 * len(s))) - 1)]
+
+
+def vm_hwm_kib(pid):
+    """Peak resident set size (VmHWM) of a live process, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise BenchError(f"no VmHWM for pid {pid}")
+
+
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def loadavg():
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def git_commit():
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += " (with uncommitted changes)"
+    return commit
+
+
+# --------------------------------------------------------------------------- HTTP client
+
+def http_get(conn, path):
+    t = time.perf_counter()
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    body = resp.read()
+    dt = time.perf_counter() - t
+    if resp.status != 200:
+        raise BenchError(f"GET {path}: HTTP {resp.status}: {body[:300]!r}")
+    return dt, body
+
+
+def stream_chat(port, body, timeout=600, path="/v1/chat/completions"):
+    """One streaming (chat) completion, timed from the client. Returns a dict with
+    ttft (s to the first non-empty content delta), decode_s (first to last content delta),
+    total_s, prompt_tokens, completion_tokens, finish_reason, text."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    payload = json.dumps(body).encode()
+    t0 = time.perf_counter()
+    conn.request("POST", path, body=payload,
+                 headers={"content-type": "application/json", "accept": "text/event-stream"})
+    resp = conn.getresponse()
+    if resp.status != 200:
+        raise BenchError(f"POST {path}: HTTP {resp.status}: {resp.read()[:500]!r}")
+    t_first = t_last = None
+    usage = None
+    finish = None
+    text = []
+    chunks = 0
+    timings = None
+    while True:
+        line = resp.readline()
+        if not line:
+            break
+        line = line.strip()
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            break
+        event = json.loads(data)
+        if "error" in event:
+            raise BenchError(f"error in stream: {event['error']}")
+        now = time.perf_counter()
+        for choice in event.get("choices") or []:
+            content = (choice.get("delta") or {}).get("content") or choice.get("text")
+            if content:
+                chunks += 1
+                text.append(content)
+                if t_first is None:
+                    t_first = now
+                t_last = now
+            if choice.get("finish_reason"):
+                finish = choice["finish_reason"]
+        if event.get("usage"):
+            usage = event["usage"]
+        if event.get("timings"):
+            timings = event["timings"]
+    t_end = time.perf_counter()
+    conn.close()
+    if t_first is None:
+        raise BenchError(f"no content streamed by POST {path}")
+    prompt_tokens = completion_tokens = None
+    if usage:
+        prompt_tokens = usage.get("prompt_tokens")
+        completion_tokens = usage.get("completion_tokens")
+    elif timings:  # llama-server without usage in the stream
+        prompt_tokens = timings.get("prompt_n")
+        completion_tokens = timings.get("predicted_n")
+    if completion_tokens is None:
+        completion_tokens = chunks
+    return {
+        "t0": t0, "t_first": t_first, "t_last": t_last, "t_end": t_end,
+        "ttft": t_first - t0, "decode_s": t_last - t_first, "total_s": t_end - t0,
+        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+        "finish_reason": finish, "text": "".join(text),
+    }
+
+
+def decode_rate(r):
+    """Tokens/s after the first token: (completion_tokens - 1) / (last - first content delta)."""
+    if r["completion_tokens"] is None or r["completion_tokens"] < 2 or r["decode_s"] <= 0:
+        return None
+    return (r["completion_tokens"] - 1) / r["decode_s"]
+
+
+def chat_body(content, max_tokens, extra):
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": content}],
+        "temperature": 0,
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    body.update(extra)
+    return body
+
+
+def completion_body(tokens, max_tokens, extra):
+    body = {
+        "model": MODEL,
+        "prompt": tokens,
+        "temperature": 0,
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    body.update(extra)
+    return body
+
+
+def prompt_ids(run, n):
+    """n ordinary token ids (no special tokens), different for every run."""
+    return [100 + (run * 7919 + i * 131) % 40000 for i in range(n)]
+
+
+def filler(n):
+    return " ".join(FILLER[i % len(FILLER)] for i in range(n))
+
+
+def prefill_prompt(run, words):
+    # A fixed-width run number first, so no server can reuse a cached prefix.
+    return f"[{run:04d}] Repeat the last word of this text: {filler(words)}"
+
+
+def decode_prompt(run):
+    return f"[{run:04d}] {LONG_ANSWER}"
+
+
+# --------------------------------------------------------------------------- servers
+
+class Server:
+    """A server process (sandpiper serve or llama-server) with its log in the work dir."""
+
+    def __init__(self, name, cmd, env, logfile, port=None):
+        self.name = name
+        self.logfile = logfile
+        self.port = port
+        self.t_spawn = time.perf_counter()
+        self.out = open(logfile, "ab")
+        self.proc = subprocess.Popen([str(c) for c in cmd], env=env, stdout=subprocess.PIPE,
+                                     stderr=self.out)
+        self.lines = queue.Queue()
+        self.pump = threading.Thread(target=self._pump, daemon=True)
+        self.pump.start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self.out.write(line)
+            self.out.flush()
+            self.lines.put(line.decode(errors="replace"))
+
+    def log_tail(self, n=30):
+        try:
+            return "\n".join(Path(self.logfile).read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout):
+        """Waits for the listening line (sandpiper) or a 200 from /health (llama-server)."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if self.port is None:
+                try:
+                    line = self.lines.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if "listening on http://" in line:
+                    self.port = int(line.rsplit(":", 1)[1].strip().rstrip("/"))
+                    return
+            else:
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                    conn.request("GET", "/health")
+                    resp = conn.getresponse()
+                    resp.read()
+                    conn.close()
+                    if resp.status == 200:
+                        return
+                except OSError:
+                    pass
+                time.sleep(0.02)
+        raise BenchError(f"{self.name} not ready after {timeout} s:\n{self.log_tail()}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.pump.join(timeout=10)
+        self.out.close()
+
+
+# --------------------------------------------------------------------------- measurements
+
+class Bench:
+    def __init__(self, args, workdir):
+        self.a = args
+        self.work = workdir
+        self.samples = {}  # (system, metric) -> [values, one per repetition]
+        self.info = {}
+        self.prefill_words = {}  # target prompt tokens -> filler words
+        self.completions = False  # prefill measured with token ids on /v1/completions
+        self.prompt_tokens = {}  # (system, target) -> [prompt tokens actually sent]
+        self.gguf = None
+
+    def add(self, system, metric, value):
+        if value is None:
+            raise BenchError(f"{system}: no value for {metric}")
+        self.samples.setdefault((system, metric), []).append(value)
+
+    def thread_env(self):
+        n = str(self.a.threads)
+        return dict(os.environ, RAYON_NUM_THREADS=n, CANDLE_NUM_THREADS=n)
+
+    # ----------------------------------------------------------------- sandpiper
+
+    def start_sandpiper(self, tag):
+        env = self.thread_env()
+        env.setdefault("SANDPIPER_LOG", "warn")
+        cmd = [self.a.sandpiper_bin, "serve", "--listen", "127.0.0.1:0", "--model", MODEL,
+               "--guest-threads", str(self.a.threads)]
+        srv = Server("sandpiper serve", cmd, env, self.work / f"sandpiper-{tag}.log")
+        srv.wait_ready(600)
+        srv.t_ready = time.perf_counter()
+        return srv
+
+    def calibrate(self):
+        """Starts sandpiper once (this also warms its compiled-guest cache) and finds how
+        many filler words give each target prompt length in its chat template."""
+        srv = self.start_sandpiper("calibrate")
+        try:
+            # With /v1/completions, prompts are token ids of exactly the right length.
+            try:
+                r = stream_chat(srv.port, completion_body(prompt_ids(0, 16), 1, {}),
+                                path="/v1/completions")
+                self.completions = r["prompt_tokens"] == 16
+            except BenchError as e:
+                log(f"no /v1/completions with token ids ({str(e)[:80]}): prefill over chat prompts")
+            if self.completions:
+                log("prefill over HTTP: token-id prompts on /v1/completions")
+                return
+
+            def count(words):
+                r = stream_chat(srv.port, chat_body(prefill_prompt(0, words), 1, {}))
+                if not r["prompt_tokens"]:
+                    raise BenchError("sandpiper sent no usage.prompt_tokens")
+                return r["prompt_tokens"]
+            base = count(0)
+            per = (count(40) - base) / 40
+            for target in self.a.prompt_tokens:
+                if target <= base:
+                    raise BenchError(f"prompt of {target} tokens is shorter than the template ({base})")
+                words = max(0, round((target - base) / per))
+                for _ in range(6):
+                    got = count(words)
+                    if got == target:
+                        break
+                    words = max(0, words + (1 if got < target else -1) * max(1, round(abs(target - got) / per)))
+                else:
+                    log(f"prompt of {target} tokens: closest is {got}")
+                self.prefill_words[target] = words
+            log(f"prompt calibration (filler words per target): {self.prefill_words}")
+        finally:
+            srv.stop()
+
+    def http_suite(self, system, srv, run, extra):
+        """The HTTP measurements shared by sandpiper and llama-server."""
+        a = self.a
+        # Process start -> first streamed token (the server was spawned just before).
+        r = stream_chat(srv.port, chat_body(decode_prompt(9000 + run), 4, extra))
+        self.add(system, "ready_s", srv.t_ready - srv.t_spawn)
+        self.add(system, "start_to_first_token_s", r["t_first"] - srv.t_spawn)
+        for target in a.prompt_tokens:
+            if self.completions:
+                r = stream_chat(srv.port, completion_body(prompt_ids(run, target), 1, extra),
+                                path="/v1/completions")
+                r["prompt_tokens"] = r["prompt_tokens"] or target
+            else:
+                r = stream_chat(srv.port, chat_body(prefill_prompt(run, self.prefill_words[target]), 1, extra))
+            self.add(system, f"ttft_{target}_s", r["ttft"])
+            if r["prompt_tokens"]:
+                self.prompt_tokens.setdefault((system, target), []).append(r["prompt_tokens"])
+                self.add(system, f"http_prefill_{target}_tok_s", r["prompt_tokens"] / r["ttft"])
+        r = stream_chat(srv.port, chat_body(decode_prompt(run), a.gen_tokens, extra))
+        self.add(system, "http_decode_tok_s", decode_rate(r))
+        self.add(system, "http_decode_tokens", r["completion_tokens"])
+        # Round trips on one keep-alive connection.
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+        for path in ("/v1/models", "/health"):
+            http_get(conn, path)  # warm
+            rtts = [http_get(conn, path)[0] for _ in range(a.rtt_requests)]
+            key = path.strip("/").replace("/", "_")
+            self.add(system, f"rtt_{key}_median_ms", median(rtts) * 1e3)
+            self.add(system, f"rtt_{key}_p99_ms", percentile(rtts, 99) * 1e3)
+        conn.close()
+        for c in a.concurrency:
+            self.concurrency(system, srv.port, c, run, extra)
+
+    def concurrency(self, system, port, c, run, extra):
+        barrier = threading.Barrier(c)
+        results = [None] * c
+        errors = []
+
+        def worker(i):
+            try:
+                barrier.wait()
+                results[i] = stream_chat(port, chat_body(decode_prompt(run * 10 + i), self.a.gen_tokens, extra))
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(c)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise BenchError(f"{system}, {c} streams: {errors[0]}")
+        wall = max(r["t_end"] for r in results) - min(r["t0"] for r in results)
+        tokens = sum(r["completion_tokens"] for r in results)
+        self.add(system, f"conc{c}_aggregate_tok_s", tokens / wall)
+        self.add(system, f"conc{c}_ttft_s", median([r["ttft"] for r in results]))
+        self.add(system, f"conc{c}_latency_s", median([r["total_s"] for r in results]))
+        rates = [x for x in (decode_rate(r) for r in results) if x]
+        self.add(system, f"conc{c}_stream_tok_s", median(rates) if rates else None)
+
+    def run_sandpiper(self, run):
+        srv = self.start_sandpiper(f"run{run}")
+        try:
+            self.http_suite("sandpiper", srv, run, {})
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+            _, body = http_get(conn, "/metrics")
+            conn.close()
+            m = {}
+            for line in body.decode().splitlines():
+                if line and not line.startswith("#"):
+                    k, _, v = line.partition(" ")
+                    m[k] = float(v)
+            n = m.get("sandpiper_guest_instantiations_total")
+            total = m.get("sandpiper_guest_instantiate_microseconds_total")
+            if not n or total is None:
+                raise BenchError("sandpiper /metrics lacks the instantiation counters")
+            self.add("sandpiper", "instantiate_mean_us", total / n)
+            # Newer servers also export the median and p99 of recent instantiations.
+            for q, key in (("0.5", "median"), ("0.99", "p99")):
+                v = m.get(f'sandpiper_guest_instantiate_microseconds{{quantile="{q}"}}')
+                if v is not None:
+                    self.add("sandpiper", f"instantiate_{key}_us", v)
+            self.add("sandpiper", "peak_rss_mib", vm_hwm_kib(srv.proc.pid) / 1024)
+        finally:
+            srv.stop()
+
+    # ----------------------------------------------------------------- llama.cpp
+
+    def run_llama_server(self, run):
+        _, server = llama_bins()
+        port = free_port()
+        n = str(self.a.threads)
+        cmd = [server, "-m", self.gguf, "--host", "127.0.0.1", "--port", port, "-t", n, "-tb", n,
+               "-np", "4", "-c", "8192"]
+        srv = Server("llama-server", cmd, dict(os.environ), self.work / f"llama-server-run{run}.log", port)
+        try:
+            srv.wait_ready(600)
+            srv.t_ready = time.perf_counter()
+            # No reuse of a cached prompt prefix between requests (sandpiper has none).
+            self.http_suite("llama-server", srv, run, {"cache_prompt": False})
+            self.add("llama-server", "peak_rss_mib", vm_hwm_kib(srv.proc.pid) / 1024)
+        finally:
+            srv.stop()
+
+    def run_llama_bench(self, run):
+        bench, _ = llama_bins()
+        cmd = [bench, "-m", self.gguf, "-p", ",".join(map(str, self.a.prompt_tokens)),
+               "-n", str(self.a.gen_tokens), "-t", str(self.a.threads), "-r", "1", "-o", "json"]
+        out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise BenchError(f"llama-bench exited with {out.returncode}:\n{out.stderr[-2000:]}")
+        entries = json.loads(out.stdout)
+        for e in entries:
+            if e.get("build_commit") not in (None, "", "unknown"):
+                self.info.setdefault("llama_build", f"commit {e['build_commit']}, ")
+            self.info.setdefault("llama_backend", e.get("backends"))
+            if e["n_gen"] == 0:
+                self.add("llama.cpp", f"prefill_{e['n_prompt']}_tok_s", e["avg_ts"])
+            elif e["n_prompt"] == 0:
+                self.add("llama.cpp", "decode_tok_s", e["avg_ts"])
+
+    def run_native(self, run):
+        cmd = [self.a.native_bin, self.gguf, "--prompt", ",".join(map(str, self.a.prompt_tokens)),
+               "--gen", str(self.a.gen_tokens), "--reps", "1", "--threads", str(self.a.threads)]
+        out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=self.thread_env())
+        if out.returncode != 0:
+            raise BenchError(f"bench_native exited with {out.returncode}:\n{out.stderr[-2000:]}")
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        for p in res["prefill"]:
+            self.add("native", f"prefill_{p['tokens']}_tok_s", p["tok_s"])
+        self.add("native", "decode_tok_s", res["decode"]["tok_s"])
+
+
+# --------------------------------------------------------------------------- report
+
+def fmt(v, digits=None):
+    if v is None:
+        return "–"
+    if digits is None:
+        digits = 0 if abs(v) >= 100 else 1 if abs(v) >= 10 else 2 if abs(v) >= 1 else 3
+    return f"{v:,.{digits}f}"
+
+
+class Report:
+    def __init__(self, bench):
+        self.b = bench
+
+    def vals(self, system, metric):
+        return self.b.samples.get((system, metric))
+
+    def med(self, system, metric):
+        v = self.vals(system, metric)
+        return median(v) if v else None
+
+    def cell(self, system, metric, digits=None):
+        v = self.vals(system, metric)
+        if not v:
+            return "–"
+        s = fmt(median(v), digits)
+        if len(v) > 1:
+            s += f" ({fmt(min(v), digits)}–{fmt(max(v), digits)})"
+        return s
+
+    def ratio(self, num, den):
+        if num is None or den is None or den == 0:
+            return "–"
+        return f"{num / den:.2f}×"
+
+    def render(self):
+        b, a, info = self.b, self.b.a, self.b.info
+        L = []
+        L.append("# Benchmark results")
+        L.append("")
+        L.append(f"Written by `bench/run{' --smoke' if a.smoke else ''}`; see [README.md](README.md) "
+                 "for what each number means and how it is measured.")
+        L.append("")
+        L.append(f"- Date: {info['date']}")
+        L.append(f"- CPU: {info['cpu']} ({os.cpu_count()} logical CPUs), {platform.system()} {platform.machine()}")
+        L.append(f"- Threads: {a.threads} (llama.cpp `-t`/`-tb {a.threads}`; candle "
+                 f"`RAYON_NUM_THREADS`/`CANDLE_NUM_THREADS={a.threads}`; sandpiper `--guest-threads {a.threads}`)")
+        L.append(f"- Git commit: {info['commit']}")
+        L.append(f"- Model: `{Path(b.gguf).name}` ({Path(b.gguf).stat().st_size / 1e6:.0f} MB), "
+                 "the same file for every system")
+        if a.llama:
+            L.append(f"- llama.cpp: `vendor/llama.cpp` of llama-cpp-python {LLAMA_CPP_PYTHON}'s source "
+                     f"distribution, {info.get('llama_build', '')}{info.get('llama_backend')} backend, "
+                     "`GGML_NATIVE=ON`, built in Release")
+        else:
+            L.append("- llama.cpp: not run")
+        L.append(f"- Sandpiper: `{a.sandpiper_bin}`; native backend: `{a.native_bin}`")
+        L.append(f"- Repetitions: {a.reps}, interleaved (one pass over every system per repetition, "
+                 "order rotated); cells are medians, with (min–max) over repetitions")
+        L.append(f"- Load average (1 min): {info['load_start']:.2f} at start, {info['load_end']:.2f} at end; "
+                 f"highest before a repetition {max(info['loads']):.2f}")
+        if max(info["loads"] + [info["load_end"]]) > 0.5 * a.threads:
+            L.append("- **The machine was busy with other work during this run: numbers are noisy.**")
+        if a.note:
+            L.append(f"- Note: {a.note}")
+        L.append("")
+
+        L.append("## Engine throughput, in-process (tokens/s, higher is better)")
+        L.append("")
+        L.append("| test | llama.cpp (`llama-bench`) | Sandpiper native (candle) | native ÷ llama.cpp |")
+        L.append("|---|---|---|---|")
+        rows = [(f"prefill {p} tokens (pp{p})", f"prefill_{p}_tok_s") for p in a.prompt_tokens]
+        rows.append((f"decode {a.gen_tokens} tokens (tg{a.gen_tokens})", "decode_tok_s"))
+        for label, m in rows:
+            L.append(f"| {label} | {self.cell('llama.cpp', m)} | {self.cell('native', m)} | "
+                     f"{self.ratio(self.med('native', m), self.med('llama.cpp', m))} |")
+        L.append("")
+
+        L.append("## One streaming chat completion over HTTP (client side)")
+        L.append("")
+        L.append("| measure | llama-server | sandpiper serve | sandpiper ÷ llama-server |")
+        L.append("|---|---|---|---|")
+        for p in a.prompt_tokens:
+            toks = {s: b.prompt_tokens.get((s, p)) for s in ("llama-server", "sandpiper")}
+            sent = " / ".join(f"{int(median(v))}" if v else "–" for v in toks.values())
+            m = f"ttft_{p}_s"
+            how = ("token ids, `/v1/completions`" if b.completions
+                   else "chat template included")
+            L.append(f"| time to first token, {p}-token prompt (s) [{how}; prompt tokens, llama-server / sandpiper: {sent}] | "
+                     f"{self.cell('llama-server', m)} | {self.cell('sandpiper', m)} | "
+                     f"{self.ratio(self.med('sandpiper', m), self.med('llama-server', m))} |")
+            m = f"http_prefill_{p}_tok_s"
+            L.append(f"| prompt tokens ÷ time to first token, {p} (tok/s) | {self.cell('llama-server', m)} | "
+                     f"{self.cell('sandpiper', m)} | "
+                     f"{self.ratio(self.med('sandpiper', m), self.med('llama-server', m))} |")
+        m = "http_decode_tok_s"
+        L.append(f"| decode after the first token (tok/s) | {self.cell('llama-server', m)} | "
+                 f"{self.cell('sandpiper', m)} | "
+                 f"{self.ratio(self.med('sandpiper', m), self.med('llama-server', m))} |")
+        m = "http_decode_tokens"
+        L.append(f"| tokens generated (max_tokens {a.gen_tokens}) | {self.cell('llama-server', m, 0)} | "
+                 f"{self.cell('sandpiper', m, 0)} | |")
+        L.append("")
+        nat, web = self.med("native", "decode_tok_s"), self.med("sandpiper", "http_decode_tok_s")
+        if nat and web:
+            L.append(f"Sandpiper's decode over HTTP through the guest is {web / nat:.2f}× its native "
+                     f"decode ({fmt(web)} vs {fmt(nat)} tok/s).")
+            L.append("")
+
+        L.append("## Sandbox overhead")
+        L.append("")
+        L.append("| measure | llama-server | sandpiper serve |")
+        L.append("|---|---|---|")
+        for key, what in (("mean", "mean over the repetition"), ("median", "median of recent instances"),
+                          ("p99", "p99 of recent instances")):
+            if self.vals("sandpiper", f"instantiate_{key}_us"):
+                L.append(f"| guest instantiation, {what}, from `/metrics` (µs) | – | "
+                         f"{self.cell('sandpiper', f'instantiate_{key}_us', 0)} |")
+        for key, what in (("v1_models", "`GET /v1/models` (sandpiper: a fresh guest instance each)"),
+                          ("health", "`GET /health` (host only, no guest)")):
+            for stat in ("median", "p99"):
+                m = f"rtt_{key}_{stat}_ms"
+                L.append(f"| {what}, {stat} of {a.rtt_requests} round trips (ms) | "
+                         f"{self.cell('llama-server', m, 3)} | {self.cell('sandpiper', m, 3)} |")
+        L.append("")
+
+        L.append("## Start-up and memory")
+        L.append("")
+        L.append("| measure | llama-server | sandpiper serve | sandpiper ÷ llama-server |")
+        L.append("|---|---|---|---|")
+        for m, label in (("ready_s", "process start → ready to serve (s)"),
+                         ("start_to_first_token_s", "process start → first streamed token (s)"),
+                         ("peak_rss_mib", "peak RSS after the workload, VmHWM (MiB)")):
+            L.append(f"| {label} | {self.cell('llama-server', m)} | {self.cell('sandpiper', m)} | "
+                     f"{self.ratio(self.med('sandpiper', m), self.med('llama-server', m))} |")
+        L.append("")
+
+        L.append(f"## Concurrent streams (max_tokens {a.gen_tokens} each)")
+        L.append("")
+        L.append("| streams | server | aggregate tok/s | per-stream decode tok/s | "
+                 "time to first token (s) | request latency (s) |")
+        L.append("|---|---|---|---|---|---|")
+        for c in a.concurrency:
+            for s in ("llama-server", "sandpiper"):
+                if not self.vals(s, f"conc{c}_aggregate_tok_s"):
+                    continue
+                name = "llama-server (`-np 4`)" if s == "llama-server" else "sandpiper serve"
+                L.append(f"| {c} | {name} | {self.cell(s, f'conc{c}_aggregate_tok_s')} | "
+                         f"{self.cell(s, f'conc{c}_stream_tok_s')} | {self.cell(s, f'conc{c}_ttft_s')} | "
+                         f"{self.cell(s, f'conc{c}_latency_s')} |")
+        L.append("")
+        return "\n".join(L)
+
+
+# --------------------------------------------------------------------------- main
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="bench/run",
+        description="Benchmarks Sandpiper against llama.cpp on the same GGUF and writes bench/RESULTS.md.")
+    p.add_argument("--threads", type=int, default=2, help="compute threads for every system (default 2)")
+    p.add_argument("--reps", type=int, help="interleaved repetitions (default 5; 1 with --smoke)")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny run for CI: few tokens, 1 repetition, llama.cpp only if already built, "
+                        "results to a temp dir; exits non-zero on any failure")
+    p.add_argument("--sandpiper-bin", type=Path,
+                   help="an already-built sandpiper binary (default: cargo build --release)")
+    p.add_argument("--native-bin", type=Path,
+                   help="an already-built bench_native example (default: cargo builds it)")
+    p.add_argument("--no-llama", action="store_true", help="skip llama.cpp (build and runs)")
+    p.add_argument("--prepare", action="store_true", help="build and pull everything, measure nothing")
+    p.add_argument("--out", type=Path, help="where to write the results (default bench/RESULTS.md; "
+                                             "with --smoke a temp dir)")
+    p.add_argument("--note", help="a line added to the results (e.g. what else ran on the machine)")
+    p.add_argument("--prompt-tokens", help="prompt lengths for prefill (default 128,512)")
+    p.add_argument("--gen-tokens", type=int, help="tokens to decode (default 128)")
+    p.add_argument("--concurrency", help="simultaneous streams (default 1,2,4)")
+    p.add_argument("--rtt-requests", type=int, help="round trips per endpoint (default 500)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel jobs for the llama.cpp build")
+    a = p.parse_args(argv)
+    smoke = a.smoke
+    a.reps = a.reps or (1 if smoke else 5)
+    a.prompt_tokens = [int(x) for x in (a.prompt_tokens or ("64" if smoke else "128,512")).split(",")]
+    a.gen_tokens = a.gen_tokens or (8 if smoke else 128)
+    a.concurrency = [int(x) for x in (a.concurrency or ("1,2" if smoke else "1,2,4")).split(",")]
+    a.rtt_requests = a.rtt_requests or (20 if smoke else 500)
+    if a.threads < 1 or a.reps < 1 or a.gen_tokens < 2 or min(a.concurrency) < 1:
+        p.error("--threads, --reps, --concurrency must be at least 1 and --gen-tokens at least 2")
+    return a
+
+
+def cargo(*args):
+    cmd = ["cargo", *args]
+    log("$ " + " ".join(cmd))
+    if subprocess.call(cmd, cwd=REPO) != 0:
+        raise BenchError(" ".join(cmd) + " failed")
+
+
+def prepare(a):
+    """Builds what is missing, pulls the model, decides which systems run."""
+    profile = [] if a.smoke else ["--release"]
+    target = REPO / "target" / ("debug" if a.smoke else "release")
+    if a.sandpiper_bin is None:
+        cargo("build", "--locked", *profile, "-p", "sandpiper", "--bin", "sandpiper")
+        a.sandpiper_bin = target / "sandpiper"
+    if a.native_bin is None:
+        cargo("build", "--locked", *profile, "-p", "sandpiper-llm", "--example", "bench_native")
+        a.native_bin = target / "examples" / "bench_native"
+    a.sandpiper_bin = a.sandpiper_bin.resolve()
+    a.native_bin = a.native_bin.resolve()
+    for b in (a.sandpiper_bin, a.native_bin):
+        if not b.is_file():
+            raise BenchError(f"{b} does not exist")
+    a.llama = False
+    if not a.no_llama:
+        if a.smoke and not llama_cached():
+            log("--smoke: llama.cpp is not built, skipping it (a full run builds it)")
+        else:
+            build_llama(a.jobs)
+            a.llama = True
+    log(f"$ {a.sandpiper_bin} pull {MODEL}")
+    out = subprocess.run([str(a.sandpiper_bin), "pull", MODEL], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise BenchError(f"sandpiper pull failed:\n{out.stderr[-2000:]}")
+    for line in out.stdout.splitlines():
+        name, _, path = line.partition(" ")
+        if name == MODEL and path.strip():
+            return Path(path.strip())
+    raise BenchError(f"sandpiper pull did not print the path of {MODEL}:\n{out.stdout}")
+
+
+def main(argv):
+    a = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="sandpiper-bench-"))
+    out = a.out or (workdir / "RESULTS.md" if a.smoke else REPO / "bench" / "RESULTS.md")
+    try:
+        gguf = prepare(a)
+        if a.prepare:
+            log("prepared; nothing measured")
+            return 0
+        b = Bench(a, workdir)
+        b.gguf = gguf
+        b.info.update(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                      cpu=cpu_model(), commit=git_commit(), load_start=loadavg(), loads=[])
+        log(f"model {gguf}; {a.threads} threads; {a.reps} repetitions; logs in {workdir}")
+        b.calibrate()
+        systems = [("llama.cpp", b.run_llama_bench)] if a.llama else []
+        systems.append(("native", b.run_native))
+        systems.append(("sandpiper", b.run_sandpiper))
+        if a.llama:
+            systems.append(("llama-server", b.run_llama_server))
+        for rep in range(a.reps):
+            b.info["loads"].append(loadavg())
+            k = rep % len(systems)
+            for name, fn in systems[k:] + systems[:k]:
+                log(f"repetition {rep + 1}/{a.reps}: {name}")
+                t = time.perf_counter()
+                fn(rep + 1)
+                log(f"  {name} done in {time.perf_counter() - t:.1f} s")
+        b.info["load_end"] = loadavg()
+        text = Report(b).render()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+        (workdir / "samples.json").write_text(json.dumps(
+            {f"{s}/{m}": v for (s, m), v in sorted(b.samples.items())}, indent=1))
+        print(text)
+        log(f"wrote {out} (raw samples: {workdir / 'samples.json'})")
+        return 0
+    except BenchError as e:
+        log(f"FAILED: {e}")
+        log(f"logs in {workdir}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

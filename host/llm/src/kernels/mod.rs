@@ -1,0 +1,538 @@
+//! CPU kernels for the native forward pass, with SIMD picked at run time.
+//!
+//! Candle selects its quantized SIMD code at compile time, so a portable
+//! release build runs its scalar kernels. Here every kernel exists in a
+//! scalar version (the reference, and the fallback everywhere) and in
+//! versions for AVX2 (+FMA, F16C), AVX-512 (F, BW, VL + VNNI) and NEON; the
+//! best one the CPU supports is chosen once, at first use
+//! ([`level`]), and `SANDPIPER_KERNELS=scalar|avx2|avx512|neon` can lower it.
+//!
+//! Formats follow ggml so results match candle's quantized matmul:
+//! - weights ([`QMatrix`]) are Q4_1 or Q8_0 rows, repacked at load time into a
+//!   SIMD-friendly layout (quants of a row first, then its f16 scales);
+//! - activations ([`QActs`]) are quantized once per matmul to 8-bit blocks of
+//!   32 exactly as ggml's `quantize_row_q8_1` does (the same quants and scale
+//!   serve Q8_0 weights; Q4_1 also uses the block sum `s`).
+//!
+//! Matmuls compute `out[t][r] = Σ_k w[r][k] · x[t][k]` for every token `t` of
+//! the activations: with one token this is the decode matvec; with several,
+//! each weight row is read once per group of tokens (prefill).
+
+// Tiles index several per-token arrays with one loop variable.
+#![allow(clippy::needless_range_loop)]
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+pub mod pool;
+mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use anyhow::{bail, Result};
+
+/// Values per quantization block (Q4_1, Q8_0, Q8_1).
+pub const QK: usize = 32;
+/// Rows and activations are padded to a multiple of this many values (two
+/// blocks: the Q4_1 layout packs block pairs).
+pub const KPAD: usize = 64;
+
+/// A SIMD level; each is a complete set of kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Scalar,
+    /// AVX2 + FMA + F16C.
+    Avx2,
+    /// AVX-512 F/BW/VL + AVX512-VNNI (+ the AVX2 set).
+    Avx512,
+    /// aarch64 Advanced SIMD.
+    Neon,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Scalar => "scalar",
+            Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
+            Level::Neon => "neon",
+        }
+    }
+}
+
+/// Every level this CPU can run, scalar first.
+pub fn supported_levels() -> Vec<Level> {
+    #[allow(unused_mut)]
+    let mut levels = vec![Level::Scalar];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if x86::has_avx2() {
+            levels.push(Level::Avx2);
+        }
+        if x86::has_avx512() {
+            levels.push(Level::Avx512);
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            levels.push(Level::Neon);
+        }
+    }
+    levels
+}
+
+/// The level the kernels run at: the best supported one, or the one named by
+/// `SANDPIPER_KERNELS` if the CPU supports it.
+pub fn level() -> Level {
+    static LEVEL: OnceLock<Level> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let levels = supported_levels();
+        let best = *levels.last().expect("scalar is always supported");
+        match std::env::var("SANDPIPER_KERNELS") {
+            Ok(want) => levels
+                .iter()
+                .copied()
+                .find(|l| l.name() == want.trim())
+                .unwrap_or_else(|| {
+                    tracing::warn!(
+                        "SANDPIPER_KERNELS={want:?} is not supported here; using {}",
+                        best.name()
+                    );
+                    best
+                }),
+            Err(_) => best,
+        }
+    })
+}
+
+/// ggml weight types the native kernels handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightType {
+    Q4_1,
+    Q8_0,
+}
+
+/// A quantized weight matrix, `rows × cols`, repacked for the kernels.
+///
+/// Row layout (`row_bytes` each, `nb = kpad / 32` blocks):
+/// - Q4_1: `kpad / 2` bytes of quants, blocks in pairs: byte `j` of pair `p`
+///   holds value `j` of block `2p` in its low nibble and value `j` of block
+///   `2p + 1` in its high nibble; then `nb` f16 scales `d`, then `nb` f16
+///   mins `m` (value = q·d + m).
+/// - Q8_0: `kpad` i8 quants, then `nb` f16 scales (value = q·d).
+///
+/// Padding blocks have zero quants and scales, so they add nothing.
+pub struct QMatrix {
+    pub ty: WeightType,
+    pub rows: usize,
+    pub cols: usize,
+    pub kpad: usize,
+    pub row_bytes: usize,
+    data: Vec<u8>,
+}
+
+impl QMatrix {
+    /// Repacks `rows` rows of `cols` values from ggml's block format.
+    pub fn from_ggml(ty: WeightType, rows: usize, cols: usize, raw: &[u8]) -> Result<Self> {
+        if !cols.is_multiple_of(QK) {
+            bail!("row length {cols} is not a multiple of {QK}");
+        }
+        let nb_in = cols / QK;
+        let kpad = cols.next_multiple_of(KPAD);
+        let nb = kpad / QK;
+        let (in_block, row_bytes) = match ty {
+            WeightType::Q4_1 => (20, kpad / 2 + 4 * nb),
+            WeightType::Q8_0 => (34, kpad + 2 * nb),
+        };
+        if raw.len() != rows * nb_in * in_block {
+            bail!(
+                "{ty:?} tensor of {rows}x{cols} has {} bytes, expected {}",
+                raw.len(),
+                rows * nb_in * in_block
+            );
+        }
+        let mut data = vec![0u8; rows * row_bytes];
+        for r in 0..rows {
+            let src = &raw[r * nb_in * in_block..(r + 1) * nb_in * in_block];
+            let dst = &mut data[r * row_bytes..(r + 1) * row_bytes];
+            match ty {
+                WeightType::Q4_1 => {
+                    let (qs, scales) = dst.split_at_mut(kpad / 2);
+                    for b in 0..nb_in {
+                        let blk = &src[b * 20..(b + 1) * 20];
+                        scales[2 * b..2 * b + 2].copy_from_slice(&blk[0..2]);
+                        scales[2 * nb + 2 * b..2 * nb + 2 * b + 2].copy_from_slice(&blk[2..4]);
+                        let q = &blk[4..20];
+                        let pair = &mut qs[(b / 2) * 32..(b / 2) * 32 + 32];
+                        let shift = 4 * (b % 2);
+                        for j in 0..16 {
+                            pair[j] |= (q[j] & 0x0F) << shift;
+                            pair[j + 16] |= (q[j] >> 4) << shift;
+                        }
+                    }
+                }
+                WeightType::Q8_0 => {
+                    let (qs, scales) = dst.split_at_mut(kpad);
+                    for b in 0..nb_in {
+                        let blk = &src[b * 34..(b + 1) * 34];
+                        scales[2 * b..2 * b + 2].copy_from_slice(&blk[0..2]);
+                        qs[b * 32..b * 32 + 32].copy_from_slice(&blk[2..34]);
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            kpad,
+            row_bytes,
+            data,
+        })
+    }
+
+    pub fn row(&self, r: usize) -> &[u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// Blocks per (padded) row.
+    pub fn nb(&self) -> usize {
+        self.kpad / QK
+    }
+
+    /// Row `r` as f32 (`cols` values), as ggml's `dequantize_row_*` computes it.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let row = self.row(r);
+        let nb = self.nb();
+        match self.ty {
+            WeightType::Q4_1 => {
+                let (qs, scales) = row.split_at(self.kpad / 2);
+                for (i, o) in out[..self.cols].iter_mut().enumerate() {
+                    let b = i / QK;
+                    let q = (qs[(b / 2) * 32 + i % QK] >> (4 * (b % 2))) & 0x0F;
+                    let d = f16_to_f32(read_u16(scales, b));
+                    let m = f16_to_f32(read_u16(scales, nb + b));
+                    *o = q as f32 * d + m;
+                }
+            }
+            WeightType::Q8_0 => {
+                let (qs, scales) = row.split_at(self.kpad);
+                for (i, o) in out[..self.cols].iter_mut().enumerate() {
+                    let d = f16_to_f32(read_u16(scales, i / QK));
+                    *o = qs[i] as i8 as f32 * d;
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+pub(crate) fn read_u16(bytes: &[u8], i: usize) -> u16 {
+    u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])
+}
+
+/// Activations of `t` tokens quantized to 8-bit blocks (ggml's Q8_1; Q8_0 is
+/// the same without `s`). `d` and `s` hold the f16-rounded values as f32.
+#[derive(Default)]
+pub struct QActs {
+    pub t: usize,
+    pub kpad: usize,
+    pub qs: Vec<i8>,
+    pub d: Vec<f32>,
+    pub s: Vec<f32>,
+}
+
+impl QActs {
+    pub fn nb(&self) -> usize {
+        self.kpad / QK
+    }
+
+    /// Quantizes `t` rows of `k` values (`x` is `t × k`, row-major).
+    pub fn quantize(&mut self, x: &[f32], t: usize, k: usize) {
+        assert_eq!(x.len(), t * k);
+        assert!(k.is_multiple_of(QK));
+        let kpad = k.next_multiple_of(KPAD);
+        let nb = kpad / QK;
+        self.t = t;
+        self.kpad = kpad;
+        self.qs.clear();
+        self.qs.resize(t * kpad, 0);
+        self.d.clear();
+        self.d.resize(t * nb, 0.0);
+        self.s.clear();
+        self.s.resize(t * nb, 0.0);
+        match level() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the level was detected on this CPU.
+            Level::Avx512 | Level::Avx2 => unsafe { x86::quantize_avx2(self, x, t, k) },
+            _ => quantize_rows(self, x, t, k),
+        }
+    }
+
+    #[cfg(test)]
+    fn clone_shape_into(&self, other: &mut QActs) {
+        other.t = self.t;
+        other.kpad = self.kpad;
+        other.qs = vec![0; self.qs.len()];
+        other.d = vec![0.0; self.d.len()];
+        other.s = vec![0.0; self.s.len()];
+    }
+
+    pub fn token_qs(&self, t: usize) -> &[i8] {
+        &self.qs[t * self.kpad..(t + 1) * self.kpad]
+    }
+    pub fn token_d(&self, t: usize) -> &[f32] {
+        let nb = self.nb();
+        &self.d[t * nb..(t + 1) * nb]
+    }
+    pub fn token_s(&self, t: usize) -> &[f32] {
+        let nb = self.nb();
+        &self.s[t * nb..(t + 1) * nb]
+    }
+}
+
+#[inline(always)]
+pub(crate) fn quantize_rows(a: &mut QActs, x: &[f32], t: usize, k: usize) {
+    let (kpad, nb) = (a.kpad, a.nb());
+    for ti in 0..t {
+        let row = &x[ti * k..(ti + 1) * k];
+        for b in 0..k / QK {
+            let xs = &row[b * QK..(b + 1) * QK];
+            let q = &mut a.qs[ti * kpad + b * QK..ti * kpad + (b + 1) * QK];
+            let (d, s) = quantize_block_q8_1(xs, q);
+            a.d[ti * nb + b] = d;
+            a.s[ti * nb + b] = s;
+        }
+    }
+}
+
+/// One block as ggml's (and candle's) `quantize_row_q8_1`; returns `(d, s)`
+/// rounded through f16.
+#[inline(always)]
+fn quantize_block_q8_1(xs: &[f32], q: &mut [i8]) -> (f32, f32) {
+    let mut amax = 0f32;
+    for &x in xs {
+        amax = amax.max(x.abs());
+    }
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut sum = 0i32;
+    for (q, &x) in q.iter_mut().zip(xs) {
+        *q = (x * id).round() as i8;
+        sum += *q as i32;
+    }
+    let d16 = f32_to_f16(d);
+    let s16 = f32_to_f16(f16_to_f32(f32_to_f16(sum as f32)) * f16_to_f32(d16));
+    (f16_to_f32(d16), f16_to_f32(s16))
+}
+
+/// IEEE half → single.
+#[inline]
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h & 0x8000) as u32) << 16;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let man = (h & 0x3ff) as u32;
+    if exp == 0 {
+        let v = man as f32 * (1.0 / 16_777_216.0);
+        if sign != 0 {
+            -v
+        } else {
+            v
+        }
+    } else if exp == 31 {
+        f32::from_bits(sign | 0x7f80_0000 | (man << 13))
+    } else {
+        f32::from_bits(sign | ((exp + 112) << 23) | (man << 13))
+    }
+}
+
+/// Single → IEEE half, rounding to nearest even (as the `half` crate does).
+#[inline]
+pub fn f32_to_f16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    let exp = ((bits >> 23) & 0xff) as i32;
+    let man = bits & 0x7f_ffff;
+    if exp == 255 {
+        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
+    }
+    let e = exp - 112;
+    if e >= 31 {
+        return sign | 0x7c00;
+    }
+    if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        let m = man | 0x80_0000;
+        let shift = (14 - e) as u32;
+        let hm = m >> shift;
+        let rem = m & ((1 << shift) - 1);
+        let half = 1 << (shift - 1);
+        let hm = if rem > half || (rem == half && hm & 1 == 1) {
+            hm + 1
+        } else {
+            hm
+        };
+        return sign | hm as u16;
+    }
+    let mut h = ((e as u32) << 10) | (man >> 13);
+    let rem = man & 0x1fff;
+    if rem > 0x1000 || (rem == 0x1000 && h & 1 == 1) {
+        h += 1;
+    }
+    sign | h as u16
+}
+
+/// Where a matmul writes: `out[t * stride + r]` for token `t`, row `r`.
+#[derive(Clone, Copy)]
+pub struct Out {
+    pub ptr: *mut f32,
+    pub stride: usize,
+}
+// SAFETY: parts of a parallel matmul write disjoint rows.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+/// Computes rows `rows` of `w · acts` for every token of `acts`.
+///
+/// # Safety
+/// `out` must be valid for writes at `t * stride + r` for every token `t` and
+/// row `r` in `rows`, and nothing else may access those elements meanwhile.
+pub unsafe fn matmul_rows(level: Level, w: &QMatrix, rows: Range<usize>, acts: &QActs, out: Out) {
+    assert!(rows.end <= w.rows);
+    assert_eq!(
+        w.kpad, acts.kpad,
+        "activation length does not match the weights"
+    );
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => x86::matmul_avx512(w, rows, acts, out),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => x86::matmul_avx2(w, rows, acts, out),
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => aarch64::matmul_neon(w, rows, acts, out),
+        _ => scalar::matmul(w, rows, acts, out),
+    }
+}
+
+/// One matrix of a (possibly fused) parallel matmul.
+pub struct MatJob<'a> {
+    pub w: &'a QMatrix,
+    pub out: Out,
+}
+
+/// Rows handed to one thread are a multiple of this (cache lines of output,
+/// whole tiles).
+const ROW_GRAIN: usize = 16;
+
+/// `w · acts` for several matrices sharing the same input (q/k/v, gate/up),
+/// their rows split across the worker pool in one dispatch.
+///
+/// # Safety
+/// As [`matmul_rows`], for every job's rows `0..w.rows`.
+pub unsafe fn par_matmul(jobs: &[MatJob<'_>], acts: &QActs) {
+    let level = level();
+    let total: usize = jobs.iter().map(|j| j.w.rows).sum();
+    let work = |part: usize, parts: usize| {
+        let grains = total.div_ceil(ROW_GRAIN);
+        let lo = (grains * part / parts * ROW_GRAIN).min(total);
+        let hi = (grains * (part + 1) / parts * ROW_GRAIN).min(total);
+        let mut base = 0;
+        for job in jobs {
+            let (a, b) = (lo.max(base), hi.min(base + job.w.rows));
+            if a < b {
+                // SAFETY: parts cover disjoint rows; the caller vouches for `out`.
+                unsafe { matmul_rows(level, job.w, a - base..b - base, acts, job.out) };
+            }
+            base += job.w.rows;
+        }
+    };
+    // Tiny matmuls are not worth waking the workers.
+    if total * acts.t * acts.kpad < 32 * 1024 {
+        work(0, 1);
+    } else {
+        pool::global().run(&work);
+    }
+}
+
+/// `Σ a[i]·b[i]`.
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level was detected on this CPU.
+        Level::Avx512 | Level::Avx2 => unsafe { x86::dot_f32_avx2(a, b) },
+        _ => scalar::dot_f32(a, b),
+    }
+}
+
+/// `y[i] += a · x[i]`.
+pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
+    assert_eq!(y.len(), x.len());
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level was detected on this CPU.
+        Level::Avx512 | Level::Avx2 => unsafe { x86::axpy_f32_avx2(y, a, x) },
+        _ => scalar::axpy_f32(y, a, x),
+    }
+}
+
+/// One query's attention over the first `scores.len()` cached positions:
+/// `out = softmax(q·K · scale) · V`, where position `j`'s key and value start
+/// at `j * stride + off` of `keys` and `values`; `scores` is scratch.
+#[allow(clippy::too_many_arguments)]
+pub fn attend(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    stride: usize,
+    off: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    assert_eq!(out.len(), hd);
+    let n = scores.len();
+    assert!(n == 0 || ((n - 1) * stride + off + hd <= keys.len().min(values.len())));
+    match (level(), hd) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level was detected on this CPU.
+        (Level::Avx512, 64) => unsafe {
+            x86::attend64_avx512(q, keys, values, stride, off, scale, scores, out)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level was detected on this CPU.
+        (Level::Avx2, 64) => unsafe {
+            x86::attend64_avx2(q, keys, values, stride, off, scale, scores, out)
+        },
+        (_, 64) => scalar::attend::<64>(q, keys, values, stride, off, scale, scores, out),
+        _ => {
+            let mut max = f32::NEG_INFINITY;
+            for (j, s) in scores.iter_mut().enumerate() {
+                *s = dot_f32(q, &keys[j * stride + off..j * stride + off + hd]) * scale;
+                max = max.max(*s);
+            }
+            let mut sum = 0f32;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            out.fill(0.0);
+            for (j, &p) in scores.iter().enumerate() {
+                axpy_f32(
+                    out,
+                    p / sum,
+                    &values[j * stride + off..j * stride + off + hd],
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,256 @@
+//! Every kernel level against the scalar kernels, and the scalar kernels
+//! against candle's quantized matmul.
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+fn random_f32(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale)
+        .collect()
+}
+
+/// Random raw ggml blocks: scales and quants of every possible value,
+/// including Q8_0's -128.
+fn random_ggml(rng: &mut StdRng, ty: WeightType, rows: usize, cols: usize) -> Vec<u8> {
+    let blocks = rows * cols / QK;
+    let mut raw = Vec::new();
+    for _ in 0..blocks {
+        let d = f32_to_f16(rng.random::<f32>() * 0.02);
+        raw.extend_from_slice(&d.to_le_bytes());
+        match ty {
+            WeightType::Q4_1 => {
+                let m = f32_to_f16((rng.random::<f32>() - 0.5) * 0.2);
+                raw.extend_from_slice(&m.to_le_bytes());
+                raw.extend((0..16).map(|_| rng.random::<u8>()));
+            }
+            WeightType::Q8_0 => raw.extend((0..32).map(|_| rng.random::<u8>())),
+        }
+    }
+    raw
+}
+
+fn run(level: Level, w: &QMatrix, acts: &QActs) -> Vec<f32> {
+    let mut out = vec![f32::NAN; acts.t * w.rows];
+    let o = Out {
+        ptr: out.as_mut_ptr(),
+        stride: w.rows,
+    };
+    // Uneven row ranges exercise the range handling of every kernel.
+    let split = w.rows / 3;
+    unsafe {
+        matmul_rows(level, w, 0..split, acts, o);
+        matmul_rows(level, w, split..w.rows, acts, o);
+    }
+    out
+}
+
+#[test]
+fn every_level_matches_scalar() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let levels = supported_levels();
+    eprintln!("kernel levels on this CPU: {levels:?}");
+    // 576 = 18 blocks (a partial 16-block chunk), 96 = padding to 128,
+    // 1536 = 48 blocks; token counts cover every tile size and a second group.
+    for ty in [WeightType::Q4_1, WeightType::Q8_0] {
+        for &(rows, cols) in &[(37, 576), (20, 96), (33, 1536)] {
+            let raw = random_ggml(&mut rng, ty, rows, cols);
+            let w = QMatrix::from_ggml(ty, rows, cols, &raw).unwrap();
+            for t in [1, 2, 3, 4, 7, 70] {
+                let x = random_f32(&mut rng, t * cols, 3.0);
+                let mut acts = QActs::default();
+                acts.quantize(&x, t, cols);
+                let want = run(Level::Scalar, &w, &acts);
+                for &level in &levels[1..] {
+                    let got = run(level, &w, &acts);
+                    for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                        let tol = 1e-4 * (1.0 + e.abs());
+                        assert!(
+                            (g - e).abs() <= tol,
+                            "{level:?} {ty:?} {rows}x{cols} t={t} [{i}]: {g} vs scalar {e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn quantized_activations_match_candle() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let (t, k) = (5, 576);
+    let mut x = random_f32(&mut rng, t * k, 4.0);
+    // A zero block and tiny values (f16 subnormal scales).
+    x[..32].fill(0.0);
+    for v in &mut x[32..64] {
+        *v *= 1e-4;
+    }
+    let mut acts = QActs::default();
+    acts.quantize(&x, t, k);
+    let tensor = Tensor::from_vec(x, (t, k), &Device::Cpu).unwrap();
+    let q = QTensor::quantize(&tensor, GgmlDType::Q8_1).unwrap();
+    let raw = q.data().unwrap();
+    let nb = k / QK;
+    for ti in 0..t {
+        for b in 0..nb {
+            let blk = &raw[(ti * nb + b) * 36..(ti * nb + b + 1) * 36];
+            let d = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+            let s = f16_to_f32(u16::from_le_bytes([blk[2], blk[3]]));
+            assert_eq!(d.to_bits(), acts.token_d(ti)[b].to_bits(), "d of {ti}/{b}");
+            assert_eq!(s.to_bits(), acts.token_s(ti)[b].to_bits(), "s of {ti}/{b}");
+            let qs: Vec<i8> = blk[4..].iter().map(|&v| v as i8).collect();
+            assert_eq!(&qs[..], &acts.token_qs(ti)[b * QK..(b + 1) * QK]);
+        }
+    }
+}
+
+/// The SIMD quantizers give the scalar quantizer's bytes, ties included.
+#[test]
+fn quantizers_match_scalar() {
+    let mut rng = StdRng::seed_from_u64(13);
+    let (t, k) = (3, 256);
+    let mut x = random_f32(&mut rng, t * k, 2.0);
+    // Exact halves after scaling by 127 / 127.0: ties must round away from zero.
+    for (i, v) in x[..64].iter_mut().enumerate() {
+        *v = (i as f32 - 32.0) + 0.5;
+    }
+    x[31] = 127.0;
+    x[32 + 31] = -127.0;
+    let mut want = QActs::default();
+    want.quantize(&x, t, k);
+    let mut got = QActs::default();
+    want.clone_shape_into(&mut got);
+    quantize_rows(&mut got, &x, t, k);
+    assert_eq!(want.qs, got.qs);
+    assert_eq!(want.d, got.d);
+    assert_eq!(want.s, got.s);
+}
+
+#[test]
+fn f16_round_trips_like_half() {
+    // Every f16 converts to f32 and back unchanged (NaNs aside).
+    for h in 0..=u16::MAX {
+        let f = f16_to_f32(h);
+        if f.is_nan() {
+            continue;
+        }
+        assert_eq!(f32_to_f16(f), h, "{h:#x} -> {f}");
+    }
+    // Ties round to even; overflow saturates to infinity.
+    assert_eq!(f32_to_f16(1.0 + 1.0 / 2048.0), 0x3c00);
+    assert_eq!(f32_to_f16(1.0 + 3.0 / 2048.0), 0x3c02);
+    assert_eq!(f32_to_f16(1e6), 0x7c00);
+    assert_eq!(f32_to_f16(1e-9), 0);
+}
+
+#[test]
+fn scalar_matmul_matches_candle() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let (rows, cols, t) = (48, 576, 3);
+    for (ty, gty) in [
+        (WeightType::Q4_1, GgmlDType::Q4_1),
+        (WeightType::Q8_0, GgmlDType::Q8_0),
+    ] {
+        let wf = random_f32(&mut rng, rows * cols, 0.1);
+        let wt = Tensor::from_vec(wf, (rows, cols), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&wt, gty).unwrap();
+        let w = QMatrix::from_ggml(ty, rows, cols, &q.data().unwrap()).unwrap();
+        // Dequantization matches too.
+        let deq = q
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let mut row = vec![0f32; cols];
+        for (r, want) in deq.iter().enumerate() {
+            w.dequantize_row(r, &mut row);
+            assert_eq!(&row, want, "{ty:?} row {r}");
+        }
+        let x = random_f32(&mut rng, t * cols, 2.0);
+        let xt = Tensor::from_vec(x.clone(), (t, cols), &Device::Cpu).unwrap();
+        let want = QMatMul::from_qtensor(q)
+            .unwrap()
+            .forward(&xt)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let mut acts = QActs::default();
+        acts.quantize(&x, t, cols);
+        let got = run(Level::Scalar, &w, &acts);
+        for ti in 0..t {
+            for r in 0..rows {
+                let (g, e) = (got[ti * rows + r], want[ti][r]);
+                assert!(
+                    (g - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                    "{ty:?} [{ti}][{r}]: {g} vs candle {e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn f32_helpers_match_scalar() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for n in [1, 15, 16, 64, 100] {
+        let a = random_f32(&mut rng, n, 1.0);
+        let b = random_f32(&mut rng, n, 1.0);
+        let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot_f32(&a, &b) - want).abs() < 1e-4);
+        let mut y = b.clone();
+        axpy_f32(&mut y, 0.5, &a);
+        for i in 0..n {
+            assert!((y[i] - (b[i] + 0.5 * a[i])).abs() < 1e-6);
+        }
+    }
+}
+
+#[test]
+fn attention_matches_naive_softmax() {
+    let mut rng = StdRng::seed_from_u64(17);
+    for hd in [64, 32] {
+        let (stride, off, n) = (3 * hd, hd, 37);
+        let q = random_f32(&mut rng, hd, 1.0);
+        let keys = random_f32(&mut rng, n * stride, 1.0);
+        let values = random_f32(&mut rng, n * stride, 1.0);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let s: Vec<f64> = (0..n)
+            .map(|j| {
+                (0..hd)
+                    .map(|d| q[d] as f64 * keys[j * stride + off + d] as f64)
+                    .sum::<f64>()
+                    * scale as f64
+            })
+            .collect();
+        let max = s.iter().cloned().fold(f64::MIN, f64::max);
+        let e: Vec<f64> = s.iter().map(|v| (v - max).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        let mut scores = vec![0f32; n];
+        let mut out = vec![0f32; hd];
+        attend(
+            &q,
+            &keys,
+            &values,
+            stride,
+            off,
+            scale,
+            &mut scores,
+            &mut out,
+        );
+        for d in 0..hd {
+            let want: f64 = (0..n)
+                .map(|j| e[j] / sum * values[j * stride + off + d] as f64)
+                .sum();
+            assert!(
+                (out[d] as f64 - want).abs() < 1e-5,
+                "hd {hd} [{d}]: {} vs {want}",
+                out[d]
+            );
+        }
+    }
+}

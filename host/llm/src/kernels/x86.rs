@@ -1,0 +1,446 @@
+//! x86-64 kernels: AVX2 (+FMA, F16C) and AVX-512 (F, BW, VL, VNNI).
+//!
+//! Both process a weight row against up to four tokens at a time (the row's
+//! nibbles are unpacked once per tile), tokens in groups of 64 so a group's
+//! activations stay in L2 while every row of the thread's range streams by.
+//! Integer dot products per block (`vpdpbusd` / `vpmaddubsw`: unsigned weight
+//! nibbles × signed activations; Q8_0 weights use the sign trick), scaled in
+//! f32 per block as ggml does.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::{Out, QActs, QMatrix, WeightType};
+
+pub fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
+pub fn has_avx512() -> bool {
+    has_avx2()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+const TOKEN_GROUP: usize = 64;
+
+// ---------------------------------------------------------------------------
+// AVX-512
+// ---------------------------------------------------------------------------
+
+/// # Safety
+/// The CPU supports AVX-512 F/BW/VL/VNNI; `out` as [`super::matmul_rows`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn matmul_avx512(w: &QMatrix, rows: Range<usize>, acts: &QActs, out: Out) {
+    let mut tg = 0;
+    while tg < acts.t {
+        let tend = (tg + TOKEN_GROUP).min(acts.t);
+        for r in rows.clone() {
+            let mut t = tg;
+            while t < tend {
+                let n = (tend - t).min(4);
+                match (w.ty, n) {
+                    (WeightType::Q4_1, 4) => tile512_q4_1::<4>(w, r, acts, t, out),
+                    (WeightType::Q4_1, 3) => tile512_q4_1::<3>(w, r, acts, t, out),
+                    (WeightType::Q4_1, 2) => tile512_q4_1::<2>(w, r, acts, t, out),
+                    (WeightType::Q4_1, _) => tile512_q4_1::<1>(w, r, acts, t, out),
+                    (WeightType::Q8_0, 4) => tile512_q8_0::<4>(w, r, acts, t, out),
+                    (WeightType::Q8_0, 3) => tile512_q8_0::<3>(w, r, acts, t, out),
+                    (WeightType::Q8_0, 2) => tile512_q8_0::<2>(w, r, acts, t, out),
+                    (WeightType::Q8_0, _) => tile512_q8_0::<1>(w, r, acts, t, out),
+                }
+                t += n;
+            }
+        }
+        tg = tend;
+    }
+}
+
+/// Lanes 0..8 take element 0 of a pair of block scales, lanes 8..16 element 1.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn pair_index() -> __m512i {
+    _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile512_q4_1<const N: usize>(w: &QMatrix, r: usize, acts: &QActs, t0: usize, out: Out) {
+    let nb = w.nb();
+    let kpad = w.kpad;
+    let row = w.row(r).as_ptr();
+    let dptr = row.add(kpad / 2) as *const i16;
+    let mptr = dptr.add(nb);
+    let aq = acts.qs.as_ptr();
+    let ad = acts.d.as_ptr();
+    let as_ = acts.s.as_ptr();
+    let mut acc = [_mm512_setzero_ps(); N];
+    let mut macc = [_mm512_setzero_ps(); N];
+    let shifts = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+    let lo4 = _mm512_set1_epi8(0x0F);
+    let zero = _mm512_setzero_si512();
+    let two = _mm512_set1_epi32(2);
+    let mut c = 0;
+    while c < nb {
+        let nbc = (nb - c).min(16);
+        let mask: __mmask16 = if nbc == 16 { 0xFFFF } else { (1u16 << nbc) - 1 };
+        let dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, dptr.add(c)));
+        let mw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, mptr.add(c)));
+        let mut s = [_mm512_setzero_ps(); N];
+        for i in 0..N {
+            let off = (t0 + i) * nb + c;
+            let da = _mm512_maskz_loadu_ps(mask, ad.add(off));
+            let sa = _mm512_maskz_loadu_ps(mask, as_.add(off));
+            s[i] = _mm512_mul_ps(dw, da);
+            macc[i] = _mm512_fmadd_ps(mw, sa, macc[i]);
+        }
+        let mut idx = pair_index();
+        for p in 0..nbc / 2 {
+            let pb = (c / 2 + p) * 32;
+            let wq = _mm512_broadcast_i64x4(_mm256_loadu_si256(row.add(pb) as *const __m256i));
+            let wv = _mm512_and_si512(_mm512_srlv_epi16(wq, shifts), lo4);
+            for i in 0..N {
+                let a = _mm512_loadu_si512(aq.add((t0 + i) * kpad + 2 * pb) as *const _);
+                let isum = _mm512_dpbusd_epi32(zero, wv, a);
+                let scale = _mm512_permutexvar_ps(idx, s[i]);
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[i]);
+            }
+            idx = _mm512_add_epi32(idx, two);
+        }
+        c += 16;
+    }
+    for i in 0..N {
+        let v = _mm512_reduce_add_ps(_mm512_add_ps(acc[i], macc[i]));
+        *out.ptr.add((t0 + i) * out.stride + r) = v;
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile512_q8_0<const N: usize>(w: &QMatrix, r: usize, acts: &QActs, t0: usize, out: Out) {
+    let nb = w.nb();
+    let kpad = w.kpad;
+    let row = w.row(r).as_ptr();
+    let dptr = row.add(kpad) as *const i16;
+    let aq = acts.qs.as_ptr();
+    let ad = acts.d.as_ptr();
+    let mut acc = [_mm512_setzero_ps(); N];
+    let zero = _mm512_setzero_si512();
+    let two = _mm512_set1_epi32(2);
+    let mut c = 0;
+    while c < nb {
+        let nbc = (nb - c).min(16);
+        let mask: __mmask16 = if nbc == 16 { 0xFFFF } else { (1u16 << nbc) - 1 };
+        let dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, dptr.add(c)));
+        let mut s = [_mm512_setzero_ps(); N];
+        for i in 0..N {
+            let da = _mm512_maskz_loadu_ps(mask, ad.add((t0 + i) * nb + c));
+            s[i] = _mm512_mul_ps(dw, da);
+        }
+        let mut idx = pair_index();
+        for p in 0..nbc / 2 {
+            let off = (c + 2 * p) * 32;
+            let wv = _mm512_loadu_si512(row.add(off) as *const _);
+            let wabs = _mm512_abs_epi8(wv);
+            let neg = _mm512_movepi8_mask(wv);
+            for i in 0..N {
+                let a = _mm512_loadu_si512(aq.add((t0 + i) * kpad + off) as *const _);
+                let a = _mm512_mask_sub_epi8(a, neg, zero, a);
+                let isum = _mm512_dpbusd_epi32(zero, wabs, a);
+                let scale = _mm512_permutexvar_ps(idx, s[i]);
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[i]);
+            }
+            idx = _mm512_add_epi32(idx, two);
+        }
+        c += 16;
+    }
+    for i in 0..N {
+        *out.ptr.add((t0 + i) * out.stride + r) = _mm512_reduce_add_ps(acc[i]);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// AVX2
+// ---------------------------------------------------------------------------
+
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C; `out` as [`super::matmul_rows`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn matmul_avx2(w: &QMatrix, rows: Range<usize>, acts: &QActs, out: Out) {
+    let mut tg = 0;
+    while tg < acts.t {
+        let tend = (tg + TOKEN_GROUP).min(acts.t);
+        for r in rows.clone() {
+            let mut t = tg;
+            while t < tend {
+                let n = (tend - t).min(4);
+                match (w.ty, n) {
+                    (WeightType::Q4_1, 4) => tile256_q4_1::<4>(w, r, acts, t, out),
+                    (WeightType::Q4_1, 3) => tile256_q4_1::<3>(w, r, acts, t, out),
+                    (WeightType::Q4_1, 2) => tile256_q4_1::<2>(w, r, acts, t, out),
+                    (WeightType::Q4_1, _) => tile256_q4_1::<1>(w, r, acts, t, out),
+                    (WeightType::Q8_0, 4) => tile256_q8_0::<4>(w, r, acts, t, out),
+                    (WeightType::Q8_0, 3) => tile256_q8_0::<3>(w, r, acts, t, out),
+                    (WeightType::Q8_0, 2) => tile256_q8_0::<2>(w, r, acts, t, out),
+                    (WeightType::Q8_0, _) => tile256_q8_0::<1>(w, r, acts, t, out),
+                }
+                t += n;
+            }
+        }
+        tg = tend;
+    }
+}
+
+/// Eight f16 values from `p` (only `n` of them are read; the rest are 0).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load8_f16(p: *const u8, n: usize) -> __m256 {
+    if n >= 8 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    } else {
+        let mut buf = [0u8; 16];
+        std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), 2 * n);
+        _mm256_cvtph_ps(_mm_loadu_si128(buf.as_ptr() as *const __m128i))
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load8_f32(p: *const f32, n: usize) -> __m256 {
+    if n >= 8 {
+        _mm256_loadu_ps(p)
+    } else {
+        let mut buf = [0f32; 8];
+        std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
+        _mm256_loadu_ps(buf.as_ptr())
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum256(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile256_q4_1<const N: usize>(w: &QMatrix, r: usize, acts: &QActs, t0: usize, out: Out) {
+    let nb = w.nb();
+    let kpad = w.kpad;
+    let row = w.row(r).as_ptr();
+    let dptr = row.add(kpad / 2);
+    let mptr = dptr.add(2 * nb);
+    let aq = acts.qs.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut macc = [_mm256_setzero_ps(); N];
+    let lo4 = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let one = _mm256_set1_epi32(1);
+    let mut c = 0;
+    while c < nb {
+        let nbc = (nb - c).min(8);
+        let dw = load8_f16(dptr.add(2 * c), nbc);
+        let mw = load8_f16(mptr.add(2 * c), nbc);
+        let mut s = [_mm256_setzero_ps(); N];
+        for i in 0..N {
+            let off = (t0 + i) * nb + c;
+            let da = load8_f32(acts.d.as_ptr().add(off), nbc);
+            let sa = load8_f32(acts.s.as_ptr().add(off), nbc);
+            s[i] = _mm256_mul_ps(dw, da);
+            macc[i] = _mm256_fmadd_ps(mw, sa, macc[i]);
+        }
+        let mut idx = _mm256_setzero_si256();
+        for p in 0..nbc / 2 {
+            let pb = (c / 2 + p) * 32;
+            let x = _mm256_loadu_si256(row.add(pb) as *const __m256i);
+            let wa = _mm256_and_si256(x, lo4);
+            let wb = _mm256_and_si256(_mm256_srli_epi16(x, 4), lo4);
+            let idx_b = _mm256_add_epi32(idx, one);
+            for i in 0..N {
+                let a = aq.add((t0 + i) * kpad + 2 * pb);
+                let aa = _mm256_loadu_si256(a as *const __m256i);
+                let ab = _mm256_loadu_si256(a.add(32) as *const __m256i);
+                let ia = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, aa), ones);
+                let ib = _mm256_madd_epi16(_mm256_maddubs_epi16(wb, ab), ones);
+                let sa = _mm256_permutevar8x32_ps(s[i], idx);
+                let sb = _mm256_permutevar8x32_ps(s[i], idx_b);
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia), sa, acc[i]);
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ib), sb, acc[i]);
+            }
+            idx = _mm256_add_epi32(idx_b, one);
+        }
+        c += 8;
+    }
+    for i in 0..N {
+        *out.ptr.add((t0 + i) * out.stride + r) = hsum256(_mm256_add_ps(acc[i], macc[i]));
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile256_q8_0<const N: usize>(w: &QMatrix, r: usize, acts: &QActs, t0: usize, out: Out) {
+    let nb = w.nb();
+    let kpad = w.kpad;
+    let row = w.row(r).as_ptr();
+    let dptr = row.add(kpad);
+    let aq = acts.qs.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); N];
+    let ones = _mm256_set1_epi16(1);
+    let one = _mm256_set1_epi32(1);
+    let mut c = 0;
+    while c < nb {
+        let nbc = (nb - c).min(8);
+        let dw = load8_f16(dptr.add(2 * c), nbc);
+        let mut s = [_mm256_setzero_ps(); N];
+        for i in 0..N {
+            let da = load8_f32(acts.d.as_ptr().add((t0 + i) * nb + c), nbc);
+            s[i] = _mm256_mul_ps(dw, da);
+        }
+        let mut idx = _mm256_setzero_si256();
+        for b in c..c + nbc {
+            let wv = _mm256_loadu_si256(row.add(b * 32) as *const __m256i);
+            let wabs = _mm256_abs_epi8(wv);
+            for i in 0..N {
+                let a = _mm256_loadu_si256(aq.add((t0 + i) * kpad + b * 32) as *const __m256i);
+                let a = _mm256_sign_epi8(a, wv);
+                let isum = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, a), ones);
+                let scale = _mm256_permutevar8x32_ps(s[i], idx);
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[i]);
+            }
+            idx = _mm256_add_epi32(idx, one);
+        }
+        c += 8;
+    }
+    for i in 0..N {
+        *out.ptr.add((t0 + i) * out.stride + r) = hsum256(acc[i]);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// f32 helpers: the portable code, compiled with AVX2 + FMA enabled.
+// ---------------------------------------------------------------------------
+
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
+    super::scalar::dot_f32(a, b)
+}
+
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn axpy_f32_avx2(y: &mut [f32], a: f32, x: &[f32]) {
+    super::scalar::axpy_f32(y, a, x)
+}
+
+/// [`super::QActs::quantize`] with AVX2: the same values as the scalar code
+/// (max |x|, `x · (1/d)`, rounding half away from zero).
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C; `a` is sized for `t × k`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_avx2(a: &mut QActs, x: &[f32], t: usize, k: usize) {
+    use super::{f16_to_f32, f32_to_f16, QK};
+    let (kpad, nb) = (a.kpad, a.nb());
+    let sign = _mm256_set1_ps(-0.0);
+    let half = _mm256_set1_ps(0.5);
+    let one = _mm256_set1_ps(1.0);
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for ti in 0..t {
+        for b in 0..k / QK {
+            let xs = x.as_ptr().add(ti * k + b * QK);
+            let v = [
+                _mm256_loadu_ps(xs),
+                _mm256_loadu_ps(xs.add(8)),
+                _mm256_loadu_ps(xs.add(16)),
+                _mm256_loadu_ps(xs.add(24)),
+            ];
+            let m01 = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
+            let m23 = _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3]));
+            let m = _mm256_max_ps(m01, m23);
+            let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+            let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+            let amax = _mm_cvtss_f32(m);
+            let d = amax / 127.0;
+            let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+            let mut iv = [_mm256_setzero_si256(); 4];
+            for i in 0..4 {
+                let y = _mm256_mul_ps(v[i], id);
+                let tr = _mm256_round_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+                let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(y, tr));
+                let away = _mm256_or_ps(_mm256_and_ps(y, sign), one);
+                let adj = _mm256_and_ps(_mm256_cmp_ps(frac, half, _CMP_GE_OQ), away);
+                iv[i] = _mm256_cvttps_epi32(_mm256_add_ps(tr, adj));
+            }
+            let sum = _mm256_add_epi32(
+                _mm256_add_epi32(iv[0], iv[1]),
+                _mm256_add_epi32(iv[2], iv[3]),
+            );
+            let s4 = _mm_add_epi32(
+                _mm256_castsi256_si128(sum),
+                _mm256_extracti128_si256(sum, 1),
+            );
+            let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
+            let s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b10_11_00_01));
+            let sumi = _mm_cvtsi128_si32(s4);
+            let p16a = _mm256_packs_epi32(iv[0], iv[1]);
+            let p16b = _mm256_packs_epi32(iv[2], iv[3]);
+            let p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b), order);
+            _mm256_storeu_si256(
+                a.qs.as_mut_ptr().add(ti * kpad + b * QK) as *mut __m256i,
+                p8,
+            );
+            let d16 = f32_to_f16(d);
+            let s16 = f32_to_f16(f16_to_f32(f32_to_f16(sumi as f32)) * f16_to_f32(d16));
+            a.d[ti * nb + b] = f16_to_f32(d16);
+            a.s[ti * nb + b] = f16_to_f32(s16);
+        }
+    }
+}
+
+/// [`super::scalar::attend`] for 64-wide heads with AVX2 + FMA.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn attend64_avx2(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    stride: usize,
+    off: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    super::scalar::attend::<64>(q, keys, values, stride, off, scale, scores, out)
+}
+
+/// [`super::scalar::attend`] for 64-wide heads with AVX-512.
+///
+/// # Safety
+/// The CPU supports AVX-512 F and the AVX2 set.
+#[target_feature(enable = "avx2,fma,avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn attend64_avx512(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    stride: usize,
+    off: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    super::scalar::attend::<64>(q, keys, values, stride, off, scale, scores, out)
+}
