@@ -420,7 +420,7 @@ class Bench:
 
     def thread_env(self):
         n = str(self.a.threads)
-        return dict(os.environ, RAYON_NUM_THREADS=n, CANDLE_NUM_THREADS=n)
+        return dict(os.environ, RAYON_NUM_THREADS=n, CANDLE_NUM_THREADS=n, SANDPIPER_THREADS=n)
 
     # ----------------------------------------------------------------- sandpiper
 
@@ -652,7 +652,7 @@ class Report:
         L.append(f"- Date: {info['date']}")
         L.append(f"- CPU: {info['cpu']} ({os.cpu_count()} logical CPUs), {platform.system()} {platform.machine()}")
         L.append(f"- Threads: {a.threads} (llama.cpp `-t`/`-tb {a.threads}`; candle "
-                 f"`RAYON_NUM_THREADS`/`CANDLE_NUM_THREADS={a.threads}`; sandpiper `--guest-threads {a.threads}`)")
+                 f"`RAYON_NUM_THREADS`/`CANDLE_NUM_THREADS={a.threads}`; native kernels `SANDPIPER_THREADS={a.threads}`; sandpiper `--guest-threads {a.threads}`)")
         L.append(f"- Git commit: {info['commit']}")
         L.append(f"- Model: `{Path(b.gguf).name}` ({Path(b.gguf).stat().st_size / 1e6:.0f} MB), "
                  "the same file for every system")
@@ -675,7 +675,7 @@ class Report:
 
         L.append("## Engine throughput, in-process (tokens/s, higher is better)")
         L.append("")
-        L.append("| test | llama.cpp (`llama-bench`) | Sandpiper native (candle) | native ÷ llama.cpp |")
+        L.append("| test | llama.cpp (`llama-bench`) | Sandpiper backend, in-process | backend ÷ llama.cpp |")
         L.append("|---|---|---|---|")
         rows = [(f"prefill {p} tokens (pp{p})", f"prefill_{p}_tok_s") for p in a.prompt_tokens]
         rows.append((f"decode {a.gen_tokens} tokens (tg{a.gen_tokens})", "decode_tok_s"))
