@@ -410,6 +410,7 @@ class Bench:
         self.info = {}
         self.prefill_words = {}  # target prompt tokens -> filler words
         self.completions = False  # prefill measured with token ids on /v1/completions
+        self.decode_context = None  # prompt tokens of the decode request, in the chat template
         self.prompt_tokens = {}  # (system, target) -> [prompt tokens actually sent]
         self.gguf = None
 
@@ -427,8 +428,7 @@ class Bench:
     def start_sandpiper(self, tag):
         env = self.thread_env()
         env.setdefault("SANDPIPER_LOG", "warn")
-        cmd = [self.a.sandpiper_bin, "serve", "--listen", "127.0.0.1:0", "--model", MODEL,
-               "--guest-threads", str(self.a.threads)]
+        cmd = [self.a.sandpiper_bin, "serve", "--listen", "127.0.0.1:0", "--model", MODEL]
         srv = Server("sandpiper serve", cmd, env, self.work / f"sandpiper-{tag}.log")
         srv.wait_ready(600)
         srv.t_ready = time.perf_counter()
@@ -439,6 +439,10 @@ class Bench:
         many filler words give each target prompt length in its chat template."""
         srv = self.start_sandpiper("calibrate")
         try:
+            # The chat-templated length of the decode prompt: the in-process decode is
+            # also timed after a prompt this long, so both decode at the same positions.
+            r = stream_chat(srv.port, chat_body(decode_prompt(0), 1, {}))
+            self.decode_context = r["prompt_tokens"]
             # With /v1/completions, prompts are token ids of exactly the right length.
             try:
                 r = stream_chat(srv.port, completion_body(prompt_ids(0, 16), 1, {}),
@@ -596,7 +600,10 @@ class Bench:
 
     def run_native(self, run):
         cmd = [self.a.native_bin, self.gguf, "--prompt", ",".join(map(str, self.a.prompt_tokens)),
-               "--gen", str(self.a.gen_tokens), "--reps", "1", "--threads", str(self.a.threads)]
+               "--gen", str(self.a.gen_tokens), "--reps", "1", "--threads", str(self.a.threads),
+               "--streams", ",".join(map(str, self.a.concurrency))]
+        if self.decode_context:
+            cmd += ["--decode-context", str(self.decode_context)]
         out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=self.thread_env())
         if out.returncode != 0:
             raise BenchError(f"bench_native exited with {out.returncode}:\n{out.stderr[-2000:]}")
@@ -604,6 +611,10 @@ class Bench:
         for p in res["prefill"]:
             self.add("native", f"prefill_{p['tokens']}_tok_s", p["tok_s"])
         self.add("native", "decode_tok_s", res["decode"]["tok_s"])
+        if res.get("decode_at_context"):
+            self.add("native", "decode_at_context_tok_s", res["decode_at_context"]["tok_s"])
+        for c in res.get("streams", []):
+            self.add("native", f"conc{c['streams']}_aggregate_tok_s", c["tok_s"])
 
 
 # --------------------------------------------------------------------------- report
@@ -652,7 +663,8 @@ class Report:
         L.append(f"- Date: {info['date']}")
         L.append(f"- CPU: {info['cpu']} ({os.cpu_count()} logical CPUs), {platform.system()} {platform.machine()}")
         L.append(f"- Threads: {a.threads} (llama.cpp `-t`/`-tb {a.threads}`; candle "
-                 f"`RAYON_NUM_THREADS`/`CANDLE_NUM_THREADS={a.threads}`; native kernels `SANDPIPER_THREADS={a.threads}`; sandpiper `--guest-threads {a.threads}`)")
+                 f"`RAYON_NUM_THREADS`/`CANDLE_NUM_THREADS={a.threads}`; native kernels `SANDPIPER_THREADS={a.threads}`; "
+                 "`sandpiper serve` runs guests on its default pool, whose threads mostly wait for the kernels)")
         L.append(f"- Git commit: {info['commit']}")
         L.append(f"- Model: `{Path(b.gguf).name}` ({Path(b.gguf).stat().st_size / 1e6:.0f} MB), "
                  "the same file for every system")
@@ -709,10 +721,18 @@ class Report:
         L.append(f"| tokens generated (max_tokens {a.gen_tokens}) | {self.cell('llama-server', m, 0)} | "
                  f"{self.cell('sandpiper', m, 0)} | |")
         L.append("")
-        nat, web = self.med("native", "decode_tok_s"), self.med("sandpiper", "http_decode_tok_s")
-        if nat and web:
+        web = self.med("sandpiper", "http_decode_tok_s")
+        at, nat = self.med("native", "decode_at_context_tok_s"), self.med("native", "decode_tok_s")
+        if web and at:
+            L.append(f"Sandbox overhead on decode: Sandpiper over HTTP through the guest decodes at "
+                     f"{web / at:.2f}× its backend in-process at the same positions (after the same "
+                     f"{self.decode_context}-token prompt: {fmt(web)} vs {self.cell('native', 'decode_at_context_tok_s')} tok/s)"
+                     + (f"; {web / nat:.2f}× the in-process decode from an empty context ({fmt(nat)} tok/s, "
+                        "where attention is cheaper)." if nat else "."))
+            L.append("")
+        elif web and nat:
             L.append(f"Sandpiper's decode over HTTP through the guest is {web / nat:.2f}× its native "
-                     f"decode ({fmt(web)} vs {fmt(nat)} tok/s).")
+                     f"decode from an empty context ({fmt(web)} vs {fmt(nat)} tok/s).")
             L.append("")
 
         L.append("## Sandbox overhead")
@@ -748,15 +768,23 @@ class Report:
         L.append("| streams | server | aggregate tok/s | per-stream decode tok/s | "
                  "time to first token (s) | request latency (s) |")
         L.append("|---|---|---|---|---|---|")
+        names = {"llama-server": "llama-server (`-np 4`)", "sandpiper": "sandpiper serve",
+                 "native": "Sandpiper backend, in-process (a thread per stream)"}
         for c in a.concurrency:
-            for s in ("llama-server", "sandpiper"):
+            for s in ("llama-server", "sandpiper", "native"):
                 if not self.vals(s, f"conc{c}_aggregate_tok_s"):
                     continue
-                name = "llama-server (`-np 4`)" if s == "llama-server" else "sandpiper serve"
-                L.append(f"| {c} | {name} | {self.cell(s, f'conc{c}_aggregate_tok_s')} | "
+                L.append(f"| {c} | {names[s]} | {self.cell(s, f'conc{c}_aggregate_tok_s')} | "
                          f"{self.cell(s, f'conc{c}_stream_tok_s')} | {self.cell(s, f'conc{c}_ttft_s')} | "
                          f"{self.cell(s, f'conc{c}_latency_s')} |")
         L.append("")
+        top = max(a.concurrency)
+        if top > 1:
+            gains = [f"{names[s]} {self.ratio(self.med(s, f'conc{top}_aggregate_tok_s'), self.med(s, 'conc1_aggregate_tok_s'))}"
+                     for s in ("sandpiper", "native", "llama-server")
+                     if self.vals(s, f"conc{top}_aggregate_tok_s") and self.vals(s, "conc1_aggregate_tok_s")]
+            L.append(f"Aggregate tok/s of {top} streams ÷ 1 stream: " + "; ".join(gains) + ".")
+            L.append("")
         return "\n".join(L)
 
 

@@ -8,7 +8,12 @@
 //! sequence in one call (tokens/s of that call); `tg N` runs N single-token
 //! decode steps from an empty sequence, each a forward pass plus a greedy
 //! sample fed back (tokens/s over all N steps; end-of-text does not stop it).
-//! One untimed warm-up runs first. `--threads` sets `RAYON_NUM_THREADS` and
+//! `--decode-context N` also times the same decode after an untimed prompt of
+//! N tokens (the positions a served chat request decodes at).
+//! `--streams 1,2,4` also decodes N tokens in each of several concurrent
+//! sequences (one thread each) and reports the aggregate tokens/s: what
+//! batching their steps into shared forward passes gains. One untimed
+//! warm-up runs first. `--threads` sets `RAYON_NUM_THREADS` and
 //! `CANDLE_NUM_THREADS` (when not already set) before candle starts its pools.
 //! Prints one JSON object on stdout.
 
@@ -30,6 +35,8 @@ struct Args {
     gen: usize,
     reps: usize,
     threads: Option<usize>,
+    streams: Vec<usize>,
+    decode_context: Option<usize>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -39,30 +46,30 @@ fn parse_args() -> anyhow::Result<Args> {
         gen: 128,
         reps: 1,
         threads: None,
+        streams: vec![],
+        decode_context: None,
     };
     let mut model = None;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+        let mut value = |name: &str| it.next().with_context(|| format!("{name} takes a value"));
+        let number = |v: &str| -> anyhow::Result<usize> {
+            v.trim()
+                .parse()
+                .with_context(|| format!("{arg} takes numbers, not {v:?}"))
+        };
+        let list = |v: String| -> anyhow::Result<Vec<usize>> {
+            v.split(',').filter(|s| !s.is_empty()).map(number).collect()
+        };
         match arg.as_str() {
-            "--prompt" => {
-                args.prompts = value("--prompt")?
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| s.trim().parse().context("--prompt takes numbers"))
-                    .collect::<anyhow::Result<_>>()?
-            }
-            "--gen" => args.gen = value("--gen")?.parse().context("--gen takes a number")?,
-            "--reps" => args.reps = value("--reps")?.parse().context("--reps takes a number")?,
-            "--threads" => {
-                args.threads = Some(
-                    value("--threads")?
-                        .parse()
-                        .context("--threads takes a number")?,
-                )
-            }
+            "--prompt" => args.prompts = list(value("--prompt")?)?,
+            "--streams" => args.streams = list(value("--streams")?)?,
+            "--decode-context" => args.decode_context = Some(number(&value("--decode-context")?)?),
+            "--gen" => args.gen = number(&value("--gen")?)?,
+            "--reps" => args.reps = number(&value("--reps")?)?,
+            "--threads" => args.threads = Some(number(&value("--threads")?)?),
             "-h" | "--help" => {
-                println!("usage: bench_native MODEL.gguf [--prompt 128,512] [--gen 128] [--reps 1] [--threads N]");
+                println!("usage: bench_native MODEL.gguf [--prompt 128,512] [--gen 128] [--reps 1] [--threads N] [--streams 1,2,4] [--decode-context N]");
                 std::process::exit(0);
             }
             other if other.starts_with('-') => bail!("unknown option {other}"),
@@ -70,8 +77,8 @@ fn parse_args() -> anyhow::Result<Args> {
         }
     }
     args.model = model.context("usage: bench_native MODEL.gguf [options]")?;
-    if args.reps == 0 || args.prompts.contains(&0) {
-        bail!("--reps and prompt lengths must be at least 1");
+    if args.reps == 0 || args.prompts.contains(&0) || args.streams.contains(&0) {
+        bail!("--reps, prompt lengths and stream counts must be at least 1");
     }
     Ok(args)
 }
@@ -102,7 +109,14 @@ fn main() -> anyhow::Result<()> {
     let load_s = t.elapsed().as_secs_f64();
 
     // Real text, repeated, cut to each length.
-    let longest = args.prompts.iter().copied().max().unwrap_or(0).max(16);
+    let longest = args
+        .prompts
+        .iter()
+        .copied()
+        .chain(args.decode_context)
+        .max()
+        .unwrap_or(0)
+        .max(16);
     let mut tokens = Vec::new();
     while tokens.len() < longest {
         tokens.extend(model.tokenize(TEXT)?);
@@ -147,12 +161,70 @@ fn main() -> anyhow::Result<()> {
     }
     let decode_tok_s: Vec<f64> = decode_secs.iter().map(|s| args.gen as f64 / s).collect();
 
+    // The same decode after an untimed prompt of N tokens: the positions a
+    // served request decodes at, so attention costs the same on both sides.
+    let mut decode_at = serde_json::Value::Null;
+    if let Some(n) = args.decode_context {
+        let mut secs = Vec::new();
+        for _ in 0..args.reps {
+            let mut seq = model.new_sequence();
+            seq.set_sampling(&greedy);
+            let mut next = seq.step(&tokens[..n])?;
+            let t = Instant::now();
+            for _ in 0..args.gen {
+                next = seq.step(&[next])?;
+            }
+            secs.push(t.elapsed().as_secs_f64());
+        }
+        let tok_s: Vec<f64> = secs.iter().map(|s| args.gen as f64 / s).collect();
+        decode_at =
+            json!({"context": n, "tokens": args.gen, "seconds": secs, "tok_s": median(&tok_s)});
+    }
+
+    // Concurrent decoding: each stream a thread with its own sequence, all
+    // started together; aggregate tokens/s over the wall time of the slowest.
+    let mut streams = Vec::new();
+    for &n in &args.streams {
+        let mut secs = Vec::new();
+        for _ in 0..args.reps {
+            let start = std::sync::Barrier::new(n + 1);
+            let t = std::thread::scope(|s| -> anyhow::Result<f64> {
+                let handles: Vec<_> = (0..n)
+                    .map(|_| {
+                        let (model, start, greedy) = (&model, &start, &greedy);
+                        s.spawn(move || -> anyhow::Result<()> {
+                            let mut seq = model.new_sequence();
+                            seq.set_sampling(greedy);
+                            let mut next = first;
+                            start.wait();
+                            for _ in 0..args.gen {
+                                next = seq.step(&[next])?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .collect();
+                start.wait();
+                let t = Instant::now();
+                for h in handles {
+                    h.join().expect("a stream panicked")?;
+                }
+                Ok(t.elapsed().as_secs_f64())
+            })?;
+            secs.push(t);
+        }
+        let tok_s: Vec<f64> = secs.iter().map(|s| (n * args.gen) as f64 / s).collect();
+        streams.push(json!({"streams": n, "seconds": secs, "tok_s": median(&tok_s)}));
+    }
+
     let out = json!({
         "model": args.model.display().to_string(),
         "threads": std::env::var("RAYON_NUM_THREADS").ok(),
         "load_seconds": load_s,
         "prefill": prefill,
         "decode": {"tokens": args.gen, "seconds": decode_secs, "tok_s": median(&decode_tok_s)},
+        "decode_at_context": decode_at,
+        "streams": streams,
     });
     println!("{out}");
     Ok(())

@@ -13,6 +13,7 @@
 //! on candle's `quantized_llama`, which is also the reference the native pass
 //! is tested against (`tests/reference.rs`).
 
+mod batch;
 mod error;
 #[doc(hidden)]
 pub mod kernels;
@@ -22,6 +23,7 @@ mod sampler;
 mod sequence;
 mod tokenizer;
 
+pub use batch::BatchStats;
 pub use error::LlmError;
 pub use model::{Model, ModelInfo};
 pub use sampler::{Logprobs, Sampled, SamplingParams, TokenLogprob, MAX_TOP_LOGPROBS};

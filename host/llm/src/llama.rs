@@ -229,29 +229,45 @@ impl Llama {
         Ok(())
     }
 
-    /// An empty KV cache and scratch buffers for one sequence.
+    /// An empty KV cache for one sequence.
     pub fn new_cache(&self) -> Cache {
         Cache {
             pos: 0,
             k: vec![Vec::new(); self.cfg.n_layers],
             v: vec![Vec::new(); self.cfg.n_layers],
-            s: Scratch::default(),
         }
     }
 
-    /// Runs `tokens` (at the cache's next positions) through the model,
-    /// appending to the KV cache; returns the next-token logits after the last
-    /// one when `logits` is set.
-    pub fn forward(&self, c: &mut Cache, tokens: &[u32], logits: bool) -> Result<Option<Vec<f32>>> {
+    /// Drops whatever a failed forward pass appended to `cache` beyond its
+    /// position, so the sequence can go on (or be dropped) consistently.
+    pub fn rollback(&self, cache: &mut Cache) {
+        let kvdim = self.cfg.n_kv_heads * self.cfg.head_dim;
+        for layer in cache.k.iter_mut().chain(cache.v.iter_mut()) {
+            layer.truncate(cache.pos * kvdim);
+        }
+    }
+
+    /// Runs every segment's tokens (each at its own cache's next positions)
+    /// through the model in one pass, appending to each KV cache; returns, for
+    /// each segment that asks, the next-token logits after its last token.
+    ///
+    /// The segments' tokens are stacked into one activation matrix, so every
+    /// weight matrix is read once for the whole batch; only attention (over
+    /// each sequence's own cache) and RoPE (at each token's own position) are
+    /// per segment. A token's results do not depend on what else is in the
+    /// batch: decoding alone or together gives bit-identical logits.
+    pub fn forward(
+        &self,
+        segments: &mut [Segment<'_>],
+        s: &mut Scratch,
+    ) -> Result<Vec<Option<Vec<f32>>>> {
         let cfg = &self.cfg;
-        let t = tokens.len();
-        if t == 0 {
-            bail!("no tokens");
+        let t: usize = segments.iter().map(|g| g.tokens.len()).sum();
+        if segments.iter().any(|g| g.tokens.is_empty()) {
+            bail!("a segment without tokens");
         }
         let (dim, hd, nh, nkv) = (cfg.dim, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads);
         let (qdim, kvdim, ffn) = (nh * hd, nkv * hd, cfg.ffn_dim);
-        let pos0 = c.pos;
-        let s = &mut c.s;
         for (buf, len) in [
             (&mut s.x, t * dim),
             (&mut s.xn, t * dim),
@@ -266,18 +282,31 @@ impl Llama {
             buf.clear();
             buf.resize(len, 0.0);
         }
-        for (i, &tok) in tokens.iter().enumerate() {
+        // Where each segment's rows start, and every token's position.
+        s.spans.clear();
+        s.positions.clear();
+        let mut row = 0;
+        for g in segments.iter() {
+            s.spans.push(Span {
+                row,
+                len: g.tokens.len(),
+                pos0: g.cache.pos,
+            });
+            s.positions
+                .extend(g.cache.pos..g.cache.pos + g.tokens.len());
+            row += g.tokens.len();
+        }
+        for (i, &tok) in segments.iter().flat_map(|g| g.tokens).enumerate() {
             self.embed(tok, &mut s.x[i * dim..(i + 1) * dim])?;
         }
         // RoPE angles for these positions, as candle computes them (f32).
         let half = hd / 2;
         s.cos.clear();
         s.sin.clear();
-        for i in 0..t {
-            let p = (pos0 + i) as f32;
+        for &p in &s.positions {
             for j in 0..half {
                 let theta = 1f32 / cfg.rope_base.powf((2 * j) as f32 / hd as f32);
-                let a = p * theta;
+                let a = p as f32 * theta;
                 s.cos.push(a.cos());
                 s.sin.push(a.sin());
             }
@@ -308,18 +337,16 @@ impl Llama {
             unsafe { kernels::par_matmul(&jobs, &s.acts) };
             rope(&mut s.q, nh, hd, &s.cos, &s.sin);
             rope(&mut s.k, nkv, hd, &s.cos, &s.sin);
-            c.k[li].extend_from_slice(&s.k);
-            c.v[li].extend_from_slice(&s.v);
-            attention(
-                cfg,
-                pos0,
-                t,
-                &s.q,
-                &c.k[li],
-                &c.v[li],
-                &mut s.att,
-                &mut s.scores,
-            );
+            for (g, span) in segments.iter_mut().zip(&s.spans) {
+                let rows = span.row * kvdim..(span.row + span.len) * kvdim;
+                g.cache.k[li].extend_from_slice(&s.k[rows.clone()]);
+                g.cache.v[li].extend_from_slice(&s.v[rows]);
+            }
+            let kv: Vec<(&[f32], &[f32])> = segments
+                .iter()
+                .map(|g| (&g.cache.k[li][..], &g.cache.v[li][..]))
+                .collect();
+            attention(cfg, &s.spans, &kv, &s.q, &mut s.att, &mut s.scores);
             s.acts.quantize(&s.att, t, qdim);
             let jobs = [MatJob {
                 w: &layer.wo,
@@ -359,36 +386,84 @@ impl Llama {
                 *x += y;
             }
         }
-        c.pos += t;
-        if !logits {
-            return Ok(None);
+        for (g, span) in segments.iter_mut().zip(&s.spans) {
+            g.cache.pos += span.len;
         }
-        let last = &s.x[(t - 1) * dim..];
-        rms_norm(last, &self.norm, cfg.eps, &mut s.xn[..dim], dim);
-        s.acts.quantize(&s.xn[..dim], 1, dim);
+        // The output head, once for the last token of every segment that
+        // wants logits.
+        let wanted: Vec<usize> = segments
+            .iter()
+            .zip(&s.spans)
+            .filter(|(g, _)| g.logits)
+            .map(|(_, span)| span.row + span.len - 1)
+            .collect();
+        let mut logits = Vec::with_capacity(segments.len());
+        if wanted.is_empty() {
+            logits.resize_with(segments.len(), || None);
+            return Ok(logits);
+        }
+        let n = wanted.len();
+        for (i, &r) in wanted.iter().enumerate() {
+            rms_norm(
+                &s.x[r * dim..(r + 1) * dim],
+                &self.norm,
+                cfg.eps,
+                &mut s.xn[i * dim..(i + 1) * dim],
+                dim,
+            );
+        }
+        s.acts.quantize(&s.xn[..n * dim], n, dim);
         let head = self.head();
-        let mut logits = vec![0f32; head.rows];
+        let vocab = head.rows;
+        let mut all = vec![0f32; n * vocab];
         let jobs = [MatJob {
             w: head,
-            out: out(&mut logits, head.rows),
+            out: out(&mut all, vocab),
         }];
-        // SAFETY: logits holds one row of the head's rows.
+        // SAFETY: `all` holds n rows of the head's rows.
         unsafe { kernels::par_matmul(&jobs, &s.acts) };
-        Ok(Some(logits))
+        let mut rows = all.chunks_exact(vocab);
+        for g in segments.iter() {
+            logits.push(
+                g.logits
+                    .then(|| rows.next().expect("one row per wanted segment").to_vec()),
+            );
+        }
+        Ok(logits)
     }
 }
 
-/// One sequence's KV cache (per layer, `[position][kv head][head dim]`, so a
-/// new position is an append) and its scratch buffers.
+/// One sequence's part of a batched [`Llama::forward`].
+pub struct Segment<'a> {
+    pub cache: &'a mut Cache,
+    pub tokens: &'a [u32],
+    /// Whether to compute the next-token logits after the last token.
+    pub logits: bool,
+}
+
+/// One sequence's KV cache: per layer, `[position][kv head][head dim]`, so a
+/// new position is an append.
+#[derive(Default)]
 pub struct Cache {
     pos: usize,
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
-    s: Scratch,
 }
 
+/// Where a segment's tokens sit in the batch.
+#[derive(Clone, Copy)]
+struct Span {
+    /// First row in the stacked activations.
+    row: usize,
+    len: usize,
+    /// Position of its first token in its sequence.
+    pos0: usize,
+}
+
+/// Activation buffers of a forward pass, sized for the largest batch seen;
+/// one set serves every sequence of a model (one batch runs at a time).
 #[derive(Default)]
-struct Scratch {
+pub struct Scratch {
     x: Vec<f32>,
     xn: Vec<f32>,
     q: Vec<f32>,
@@ -401,6 +476,8 @@ struct Scratch {
     cos: Vec<f32>,
     sin: Vec<f32>,
     scores: Vec<f32>,
+    spans: Vec<Span>,
+    positions: Vec<usize>,
     acts: QActs,
 }
 
@@ -439,16 +516,13 @@ struct SyncPtr(*mut f32);
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 
-/// Causal attention of `t` new queries (positions `pos0..pos0+t`) over the
-/// cache, split across the pool by (query chunk, head).
-#[allow(clippy::too_many_arguments)]
+/// Causal attention of every segment's new queries over its own cache,
+/// split across the pool by (segment, query chunk, head).
 fn attention(
     cfg: &Config,
-    pos0: usize,
-    t: usize,
+    spans: &[Span],
+    kv: &[(&[f32], &[f32])],
     q: &[f32],
-    kc: &[f32],
-    vc: &[f32],
     att: &mut [f32],
     scores: &mut Vec<f32>,
 ) {
@@ -456,29 +530,40 @@ fn attention(
     let (qdim, kvdim) = (nh * hd, nkv * hd);
     let group = nh / nkv;
     let scale = 1.0 / (hd as f32).sqrt();
-    let kv_max = pos0 + t;
+    let kv_max = spans.iter().map(|s| s.pos0 + s.len).max().unwrap_or(0);
     let pool = kernels::pool::global();
     let threads = pool.threads();
     scores.clear();
     scores.resize(threads * kv_max, 0.0);
-    let qchunk = 8;
-    let units = nh * t.div_ceil(qchunk);
+    const QCHUNK: usize = 8;
+    // Work units in order: segment, then query chunk, then head.
+    let chunks: usize = spans.iter().map(|s| s.len.div_ceil(QCHUNK)).sum();
+    let units = nh * chunks;
     let att_ptr = SyncPtr(att.as_mut_ptr());
     let sc_ptr = SyncPtr(scores.as_mut_ptr());
     let work = |part: usize, parts: usize| {
         let (att_ptr, sc_ptr) = (att_ptr, sc_ptr);
         // SAFETY: each part uses its own stretch of the scores buffer.
         let sc_all = unsafe { std::slice::from_raw_parts_mut(sc_ptr.0.add(part * kv_max), kv_max) };
+        let (mut seg, mut first_chunk) = (0, 0);
         for u in (part..units).step_by(parts) {
             let h = u % nh;
-            let g = h / group;
             let chunk = u / nh;
-            for i in chunk * qchunk..((chunk + 1) * qchunk).min(t) {
-                let n = pos0 + i + 1;
-                let qi = &q[i * qdim + h * hd..i * qdim + (h + 1) * hd];
-                // SAFETY: (query i, head h) is this unit's alone.
+            while chunk >= first_chunk + spans[seg].len.div_ceil(QCHUNK) {
+                first_chunk += spans[seg].len.div_ceil(QCHUNK);
+                seg += 1;
+            }
+            let span = spans[seg];
+            let (kc, vc) = kv[seg];
+            let g = h / group;
+            let c = chunk - first_chunk;
+            for i in c * QCHUNK..((c + 1) * QCHUNK).min(span.len) {
+                let n = span.pos0 + i + 1;
+                let r = span.row + i;
+                let qi = &q[r * qdim + h * hd..r * qdim + (h + 1) * hd];
+                // SAFETY: (query row r, head h) is this unit's alone.
                 let o =
-                    unsafe { std::slice::from_raw_parts_mut(att_ptr.0.add(i * qdim + h * hd), hd) };
+                    unsafe { std::slice::from_raw_parts_mut(att_ptr.0.add(r * qdim + h * hd), hd) };
                 kernels::attend(qi, kc, vc, kvdim, g * hd, scale, &mut sc_all[..n], o);
             }
         }

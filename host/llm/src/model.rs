@@ -9,6 +9,7 @@ use candle_core::Device;
 use candle_transformers::models::quantized_llama::ModelWeights;
 use serde::Serialize;
 
+use crate::batch::{BatchStats, Batcher};
 use crate::llama::Llama;
 use crate::sequence::Sequence;
 use crate::tokenizer::GgufTokenizer;
@@ -33,8 +34,9 @@ pub struct ModelInfo {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Weights {
     /// The native llama forward pass on runtime-dispatched SIMD kernels
-    /// ([`crate::llama`]).
-    Native(Box<Llama>),
+    /// ([`crate::llama`]), behind the queue that batches concurrent
+    /// sequences' steps ([`crate::batch`]).
+    Native(Box<Batcher>),
     /// candle's `quantized_llama`: the reference implementation, and the
     /// fallback for files the native pass does not handle (other ggml types,
     /// mixture of experts, architectures other than plain llama). Weights with
@@ -75,6 +77,15 @@ impl Model {
         }
     }
 
+    /// Steps and forward passes so far, on the native forward pass (candle
+    /// runs each sequence on its own: `None`).
+    pub fn batch_stats(&self) -> Option<BatchStats> {
+        match &self.weights {
+            Weights::Native(batcher) => Some(batcher.stats()),
+            Weights::Candle(_) => None,
+        }
+    }
+
     fn load_with(id: &str, path: &Path, native: bool) -> Result<Arc<Model>> {
         let mut file =
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -103,7 +114,7 @@ impl Model {
             None
         };
         let weights = match native {
-            Some(llama) => Weights::Native(Box::new(llama)),
+            Some(llama) => Weights::Native(Box::new(Batcher::new(llama))),
             None => Weights::Candle(
                 ModelWeights::from_gguf(ct, &mut file, &device)
                     .with_context(|| format!("loading weights of {}", path.display()))?,

@@ -1,5 +1,6 @@
 //! One generation: its own KV cache and sampler over shared weights.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use candle_core::Tensor;
@@ -16,6 +17,8 @@ const PREFILL_CHUNK: usize = 256;
 
 pub struct Sequence {
     model: Arc<Model>,
+    /// Tells this sequence's steps apart in the model's batch queue.
+    id: u64,
     state: State,
     len: usize,
     sampler: Sampler,
@@ -24,22 +27,34 @@ pub struct Sequence {
 }
 
 /// The per-sequence half of the model's forward pass.
+#[allow(clippy::large_enum_variant)]
 enum State {
-    /// KV cache and scratch buffers of the native forward pass.
+    /// KV cache of the native forward pass (its scratch buffers belong to
+    /// the model's batcher: one batch runs at a time).
     Native(llama::Cache),
     /// candle's weights (shared `Arc`s) with this sequence's KV cache.
     Candle(ModelWeights),
 }
 
+impl Drop for Sequence {
+    fn drop(&mut self) {
+        if let Weights::Native(batcher) = &self.model.weights {
+            batcher.leave(self.id);
+        }
+    }
+}
+
 impl Sequence {
     pub(crate) fn new(model: Arc<Model>) -> Self {
         let state = match &model.weights {
-            Weights::Native(llama) => State::Native(llama.new_cache()),
+            Weights::Native(batcher) => State::Native(batcher.llama().new_cache()),
             Weights::Candle(weights) => State::Candle(weights.clone()),
         };
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Self {
             state,
             model,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             len: 0,
             sampler: Sampler::new(&SamplingParams::default()),
             last: None,
@@ -86,9 +101,16 @@ impl Sequence {
         let mut logits = None;
         for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
             match (&mut self.state, &self.model.weights) {
-                (State::Native(cache), Weights::Native(llama)) => {
+                (State::Native(cache), Weights::Native(batcher)) => {
                     // Only the last chunk's logits are wanted.
-                    if let Some(l) = llama.forward(cache, chunk, i + 1 == n_chunks)? {
+                    let (back, result) = batcher.step(
+                        self.id,
+                        std::mem::take(cache),
+                        chunk.to_vec(),
+                        i + 1 == n_chunks,
+                    );
+                    *cache = back;
+                    if let Some(l) = result? {
                         let n = l.len();
                         logits = Some(Tensor::from_vec(l, n, &self.model.device)?);
                     }

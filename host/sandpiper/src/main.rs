@@ -46,7 +46,9 @@ struct ServeArgs {
     /// Serve ROUTE (a path prefix) with another guest component; repeatable.
     #[arg(long = "guest", value_name = "ROUTE=PATH.wasm")]
     guests: Vec<String>,
-    /// Threads running guests and inference (default: one per CPU).
+    /// Threads running guests (default: 4 per CPU, at least 8). A guest waiting
+    /// for inference holds its thread, so this bounds how many requests make
+    /// progress at once, and how many sequences one decode batch can gather.
     #[arg(long, env = "SANDPIPER_GUEST_THREADS")]
     guest_threads: Option<usize>,
     /// Largest request body accepted, in bytes.
@@ -110,9 +112,10 @@ fn serve(args: ServeArgs) -> Result<()> {
             .iter()
             .map(|g| GuestRoute::parse(g))
             .collect::<Result<_>>()?,
-        guest_threads: args
-            .guest_threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        guest_threads: args.guest_threads.unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+            (4 * cpus).max(8)
+        }),
         max_body_bytes: args.max_body_bytes,
         api_key: args.api_key.filter(|k| !k.is_empty()),
         guest_fuel: args.guest_fuel,

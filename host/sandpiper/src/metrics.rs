@@ -3,7 +3,9 @@
 use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use sandpiper_llm::Model;
 
 /// How many recent guest instantiations the quantiles are taken over.
 const RECENT: usize = 4096;
@@ -26,6 +28,8 @@ pub struct Metrics {
     pub instantiations: AtomicU64,
     /// The last [`RECENT`] instantiation times, for the median and p99.
     recent_instantiate_micros: Mutex<VecDeque<u64>>,
+    /// Chat models, whose batching counters are reported.
+    chat_models: Mutex<Vec<Arc<Model>>>,
 }
 
 impl Metrics {
@@ -40,6 +44,26 @@ impl Metrics {
             }
             recent.push_back(micros);
         }
+    }
+
+    /// Reports `model`'s batching counters from now on.
+    pub fn watch(&self, model: Arc<Model>) {
+        if let Ok(mut models) = self.chat_models.lock() {
+            models.push(model);
+        }
+    }
+
+    /// Sequence steps and the forward passes they took, over all chat models.
+    fn batch_totals(&self) -> (u64, u64) {
+        let models = self
+            .chat_models
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        models
+            .iter()
+            .filter_map(|m| m.batch_stats())
+            .fold((0, 0), |(s, b), x| (s + x.steps, b + x.batches))
     }
 
     /// The median and 99th percentile of recent instantiation times.
@@ -102,6 +126,19 @@ impl Metrics {
             "counter",
             "Prompt tokens fed to chat models.",
             self.prompt_tokens.load(Relaxed),
+        );
+        let (steps, passes) = self.batch_totals();
+        put(
+            "sandpiper_llm_steps_total",
+            "counter",
+            "Sequence steps (decode steps and prompt chunks) run by chat models.",
+            steps,
+        );
+        put(
+            "sandpiper_llm_forward_passes_total",
+            "counter",
+            "Forward passes those steps took: concurrent sequences' steps are batched into one.",
+            passes,
         );
         put(
             "sandpiper_embedding_tokens_total",

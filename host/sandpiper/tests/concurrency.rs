@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{paris_request, Server, MODEL};
+use common::{paris_request, streamed_text, Server, MODEL};
 use serde_json::json;
 
 /// These tests measure the server under its own load; run them one at a time
@@ -101,4 +101,48 @@ fn a_client_that_disconnects_stops_the_generation() {
     // And the server serves the next request.
     let (status, _) = server.post("/v1/chat/completions", &paris_request());
     assert_eq!(status, 200);
+}
+
+/// Four streams at once decode in shared forward passes (continuous
+/// batching), and each still gets exactly the text it gets alone.
+#[test]
+fn concurrent_streams_are_batched_and_unchanged() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start(&[]);
+    let request = |topic: &str| {
+        json!({
+            "model": MODEL, "temperature": 0, "stream": true, "max_tokens": 40,
+            "messages": [{"role": "user", "content": format!("Write a long story about {topic}.")}],
+        })
+    };
+    let topics = ["a dragon", "the sea", "a robot", "a lighthouse keeper"];
+    let alone: Vec<String> = topics
+        .iter()
+        .map(|t| streamed_text(&server.stream(&request(t))))
+        .collect();
+    let steps = server.metric("sandpiper_llm_steps_total");
+    let passes = server.metric("sandpiper_llm_forward_passes_total");
+    assert_eq!(steps, passes, "requests one at a time: one step per pass");
+
+    let together: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = topics
+            .iter()
+            .map(|t| {
+                let (server, body) = (&server, request(t));
+                s.spawn(move || streamed_text(&server.stream(&body)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let steps = server.metric("sandpiper_llm_steps_total") - steps;
+    let passes = server.metric("sandpiper_llm_forward_passes_total") - passes;
+    eprintln!("4 streams: {steps} steps in {passes} forward passes");
+    assert!(
+        passes * 2 <= steps,
+        "4 concurrent streams took {passes} forward passes for {steps} steps"
+    );
+    assert_eq!(
+        together, alone,
+        "batched streams must decode what they decode alone"
+    );
 }

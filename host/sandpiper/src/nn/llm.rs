@@ -1,4 +1,4 @@
-//! The `ggml` backend: GGUF chat models run by `sandpiper_llm` (candle).
+//! The `ggml` backend: GGUF chat models run by `sandpiper_llm`.
 //! The tensor protocol is documented in wit/nn-protocol.md.
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -44,6 +44,7 @@ pub struct LlmGraph {
 impl LlmGraph {
     #[allow(clippy::new_ret_no_self)]
     pub fn new(model: Arc<Model>, metrics: Arc<Metrics>) -> Graph {
+        metrics.watch(model.clone());
         protocol::graph(LlmGraph { model, metrics })
     }
 }

@@ -1,0 +1,235 @@
+//! Continuous batching: the forward passes of concurrent sequences of one
+//! model are gathered into a single [`Llama::forward`].
+//!
+//! A decode step of a small model reads every weight once for one token: it
+//! is bound by memory bandwidth, so four sequences stepping together cost
+//! little more than one. Each sequence's thread (a guest's wasi-nn call)
+//! queues its step here and blocks; whichever caller finds no batch running
+//! leads the next one: it takes every queued step, runs them as one forward
+//! pass on the kernel pool, hands each caller its result and wakes them. No
+//! scheduler thread is involved, so a lone sequence runs its steps on its own
+//! thread with nothing but an uncontended lock added.
+//!
+//! Between two steps a sequence's guest does a little work of its own
+//! (sampling is done; it writes the token to its stream and asks for the next
+//! step). A leader therefore waits, at most [`GATHER`], for the sequences of
+//! the previous batch to queue their next step before it starts, so that
+//! concurrent streams stay in one batch instead of splitting into a batch of
+//! the quickest and one of the rest.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+
+use crate::llama::{Cache, Llama, Scratch, Segment};
+
+/// How long a leader waits for the previous batch's sequences to queue their
+/// next step. Guest work between steps takes tens of microseconds; a sequence
+/// that takes longer (it stopped generating but still holds its context, or
+/// it is computing a grammar mask) is left for the next batch.
+const GATHER: Duration = Duration::from_micros(1000);
+
+/// At most this many tokens go into one forward pass (one prompt chunk of 256
+/// plus the decode steps waiting beside it, with room to spare); a step that
+/// would exceed it waits for the next batch. The first queued step always
+/// goes, whatever its size.
+const MAX_BATCH_TOKENS: usize = 512;
+
+/// A model on the native forward pass, with its queue of pending steps.
+pub(crate) struct Batcher {
+    llama: Llama,
+    queue: Mutex<Queue>,
+    changed: Condvar,
+}
+
+/// One sequence's queued step. The cache travels with it and comes back with
+/// the result, so the leader can borrow every cache of the batch at once.
+struct Step {
+    ticket: u64,
+    sequence: u64,
+    cache: Cache,
+    tokens: Vec<u32>,
+    logits: bool,
+}
+
+/// How much batching happened: `steps / batches` is the mean batch size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Sequence steps (a decode step or a prompt chunk) run so far.
+    pub steps: u64,
+    /// Forward passes they took.
+    pub batches: u64,
+}
+
+/// The result of a step: the cache, and the logits when asked for.
+pub(crate) type Outcome = (Cache, Result<Option<Vec<f32>>>);
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Step>,
+    finished: Vec<(u64, Outcome)>,
+    /// A leader is gathering or running a batch.
+    running: bool,
+    next_ticket: u64,
+    /// Sequences of the last batch that are still alive: the next leader
+    /// waits for them.
+    last: Vec<u64>,
+    /// Activation buffers, lent to the running leader.
+    scratch: Option<Box<Scratch>>,
+    /// Steps in the batches run so far, and batches run.
+    stepped: u64,
+    batches: u64,
+}
+
+impl Batcher {
+    pub fn new(llama: Llama) -> Self {
+        Batcher {
+            llama,
+            queue: Mutex::new(Queue::default()),
+            changed: Condvar::new(),
+        }
+    }
+
+    pub fn llama(&self) -> &Llama {
+        &self.llama
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `tokens` through the model as the next positions of `sequence`'s
+    /// `cache`, batched with whatever other sequences are stepping, and
+    /// returns the cache with the logits after the last token (if `logits`).
+    pub fn step(&self, sequence: u64, cache: Cache, tokens: Vec<u32>, logits: bool) -> Outcome {
+        let mut q = self.lock();
+        let ticket = q.next_ticket;
+        q.next_ticket += 1;
+        q.pending.push(Step {
+            ticket,
+            sequence,
+            cache,
+            tokens,
+            logits,
+        });
+        // A leader may be gathering and waiting for this sequence.
+        self.changed.notify_all();
+        loop {
+            if let Some(i) = q.finished.iter().position(|(t, _)| *t == ticket) {
+                return q.finished.swap_remove(i).1;
+            }
+            if q.running {
+                q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            q.running = true;
+            q = self.gather(q);
+            let mut steps = take_batch(&mut q.pending);
+            let mut scratch = q.scratch.take().unwrap_or_default();
+            drop(q);
+
+            let results = self.run(&mut steps, &mut scratch);
+
+            q = self.lock();
+            q.scratch = Some(scratch);
+            q.last = steps.iter().map(|s| s.sequence).collect();
+            q.stepped += steps.len() as u64;
+            q.batches += 1;
+            for (step, result) in steps.into_iter().zip(results) {
+                q.finished.push((step.ticket, (step.cache, result)));
+            }
+            q.running = false;
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits (up to [`GATHER`]) until every live sequence of the last batch
+    /// has queued its next step.
+    fn gather<'a>(&'a self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        let deadline = Instant::now() + GATHER;
+        loop {
+            let all_here = q
+                .last
+                .iter()
+                .all(|id| q.pending.iter().any(|s| s.sequence == *id));
+            let now = Instant::now();
+            if all_here || now >= deadline {
+                return q;
+            }
+            q = self
+                .changed
+                .wait_timeout(q, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// One forward pass over `steps`; a panic in it fails every step of the
+    /// batch instead of leaving their callers waiting forever.
+    fn run(&self, steps: &mut [Step], scratch: &mut Scratch) -> Vec<Result<Option<Vec<f32>>>> {
+        let mut segments: Vec<Segment<'_>> = steps
+            .iter_mut()
+            .map(|s| Segment {
+                cache: &mut s.cache,
+                tokens: &s.tokens,
+                logits: s.logits,
+            })
+            .collect();
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.llama.forward(&mut segments, scratch)
+        }));
+        match ran {
+            Ok(Ok(logits)) => logits.into_iter().map(Ok).collect(),
+            Ok(Err(e)) => {
+                drop(segments);
+                self.fail(steps, &format!("{e:#}"))
+            }
+            Err(_) => {
+                drop(segments);
+                *scratch = Scratch::default();
+                self.fail(steps, "the forward pass panicked")
+            }
+        }
+    }
+
+    fn fail(&self, steps: &mut [Step], why: &str) -> Vec<Result<Option<Vec<f32>>>> {
+        steps
+            .iter_mut()
+            .map(|s| {
+                self.llama.rollback(&mut s.cache);
+                Err(anyhow!("{why}"))
+            })
+            .collect()
+    }
+
+    /// A sequence is gone: the next leader must not wait for it.
+    pub fn leave(&self, sequence: u64) {
+        let mut q = self.lock();
+        q.last.retain(|&id| id != sequence);
+        self.changed.notify_all();
+    }
+
+    pub fn stats(&self) -> BatchStats {
+        let q = self.lock();
+        BatchStats {
+            steps: q.stepped,
+            batches: q.batches,
+        }
+    }
+}
+
+/// The queued steps that go into the next batch, oldest first, up to
+/// [`MAX_BATCH_TOKENS`] (and at least one).
+fn take_batch(pending: &mut Vec<Step>) -> Vec<Step> {
+    let mut tokens = 0;
+    let mut n = 0;
+    for step in pending.iter() {
+        if n > 0 && tokens + step.tokens.len() > MAX_BATCH_TOKENS {
+            break;
+        }
+        tokens += step.tokens.len();
+        n += 1;
+    }
+    pending.drain(..n).collect()
+}
