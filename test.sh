@@ -27,6 +27,17 @@ cargo run --locked --quiet -p sandpiper -- pull
 cargo test --workspace --locked
 (cd guests && cargo test --locked)
 
+# The NEON kernels and the native forward pass on them, on an emulated aarch64
+# CPU (qemu-user; .cargo/config.toml names the cross linker and the runner):
+# this machine has no ARM core, and boards run exactly this code.
+if ! command -v qemu-aarch64 >/dev/null || ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+    if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y qemu-user gcc-aarch64-linux-gnu
+fi
+rustup target add aarch64-unknown-linux-gnu >/dev/null
+cargo test --locked -p sandpiper-llm --target aarch64-unknown-linux-gnu --lib
+cargo test --locked -p sandpiper-llm --target aarch64-unknown-linux-gnu --test smollm2 -- greedy
+
 # The official OpenAI client against the server cargo just built.
 venv=target/py-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

@@ -54,10 +54,19 @@ fn metadata_describes_the_model() {
     assert!(template.contains("<|im_start|>"));
 }
 
-/// Greedy generation gives llama.cpp's answer on the same GGUF.
+/// Greedy generation gives llama.cpp's answer on the same GGUF, on the best
+/// kernels of the CPU at hand (test.sh also runs it under qemu-aarch64: NEON).
 #[test]
 fn greedy_answer_names_paris() {
     let model = common::model();
+    if std::env::var("SANDPIPER_LLM_BACKEND").is_err() {
+        assert_eq!(model.backend(), "native");
+    }
+    eprintln!(
+        "{} forward pass, {} kernels",
+        model.backend(),
+        sandpiper_llm::kernels::level().name()
+    );
     let prompt = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat is the capital of France? Answer in one sentence.<|im_end|>\n<|im_start|>assistant\n";
     let mut seq = model.new_sequence();
     seq.set_sampling(&SamplingParams {

@@ -54,6 +54,10 @@ fn every_level_matches_scalar() {
     let mut rng = StdRng::seed_from_u64(7);
     let levels = supported_levels();
     eprintln!("kernel levels on this CPU: {levels:?}");
+    // Every aarch64 CPU has Advanced SIMD: a run there (or under qemu-aarch64,
+    // as test.sh does) must exercise the NEON kernels.
+    #[cfg(target_arch = "aarch64")]
+    assert!(levels.contains(&Level::Neon), "{levels:?}");
     // 576 = 18 blocks (a partial 16-block chunk), 96 = padding to 128,
     // 1536 = 48 blocks; token counts cover every tile size and a second group.
     for ty in [WeightType::Q4_1, WeightType::Q8_0] {
