@@ -1,7 +1,6 @@
 //! One `POST /v1/chat/completions` on the guest target: validate, prompt,
 //! generate through `wasi:nn`, respond whole or streamed, log one line.
 
-use crate::constraint::Constraint;
 use crate::generate::{
     generate, token_budget, Collected, FinishReason, GenError, Limits, Model, Outcome, Sink, Step,
 };
@@ -72,8 +71,6 @@ struct Session {
     context: Context,
     prompt: Vec<i32>,
     limits: Limits,
-    /// What the output must follow; each choice starts from a copy.
-    constraint: Option<Constraint>,
 }
 
 /// Everything that can still be answered with a plain error response:
@@ -81,7 +78,6 @@ struct Session {
 fn prepare(chat: &ChatRequest) -> Result<Session, ApiError> {
     let (graph, context, meta) = open_model(&chat.model, "/v1/chat/completions")?;
 
-    let constraint = Constraint::for_request(&chat.tools, &chat.response_format)?;
     let text = template::render(
         meta.chat_template.as_deref(),
         &tools::prompt_messages(&chat.messages, &chat.tools),
@@ -120,7 +116,6 @@ fn prepare(chat: &ChatRequest) -> Result<Session, ApiError> {
             eos_token_ids: meta.eos_token_ids,
             stop: chat.stop.clone(),
         },
-        constraint,
     })
 }
 
@@ -133,7 +128,8 @@ fn run_choice(
     model: &mut NnModel,
     sink: &mut dyn Sink,
 ) -> Result<(Outcome, Option<Vec<ToolCall>>), GenError> {
-    let mut constraint = session.constraint.clone();
+    // Each choice follows the request's constraint from the start.
+    let mut constraint = chat.constraint.clone();
     if !chat.tools.active() {
         let outcome = generate(
             model,

@@ -71,11 +71,11 @@ impl ResponseFormat {
             None => return Err(missing("response_format.type")),
             Some(other) => return Err(wrong_type("response_format.type", "a string", other)),
         };
-        parsed.grammar()?;
         Ok(parsed)
     }
 
-    /// The grammar of the output, `None` for free text.
+    /// The grammar of the output, `None` for free text; a schema it cannot
+    /// enforce is a 400 naming `response_format.json_schema.schema`.
     pub fn grammar(&self) -> Result<Option<Grammar>, ApiError> {
         match self {
             Self::Text => Ok(None),
@@ -204,6 +204,8 @@ mod tests {
         assert!(matches!(f, ResponseFormat::JsonSchema { ref name, .. } if name == "x"));
         let e = format(json!({"type": "json_schema", "json_schema": {"name": "x",
             "schema": {"type": "string", "pattern": "a"}}}))
+        .unwrap()
+        .grammar()
         .unwrap_err();
         assert_eq!(
             e.param.as_deref(),

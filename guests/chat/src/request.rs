@@ -10,7 +10,7 @@
 //! `stream`/`stream_options`, `stop`, `n`, refusing unsupported parameters)
 //! are read here by one set of functions that `text_request` uses too.
 
-use crate::constraint::ResponseFormat;
+use crate::constraint::{Constraint, ResponseFormat};
 use crate::tools::{parse_past_calls, PastCall, Tools};
 use sandpiper_guest_sdk::params::{
     array_too_long, describe, empty_array, json_object, missing, positive_integer, present,
@@ -74,7 +74,7 @@ pub struct Message {
 }
 
 /// A validated Chat Completions request, defaults applied.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Message>,
@@ -98,6 +98,10 @@ pub struct ChatRequest {
     /// `tools`, `tool_choice`, `parallel_tool_calls`.
     pub tools: Tools,
     pub response_format: ResponseFormat,
+    /// What `tools` and `response_format` make of the output, compiled once
+    /// here (an unenforceable schema is a 400 before anything runs); each
+    /// choice starts from a copy.
+    pub constraint: Option<Constraint>,
 }
 
 impl ChatRequest {
@@ -293,6 +297,7 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
         .with_param("response_format")
         .with_code("unsupported_parameter"));
     }
+    let constraint = Constraint::for_request(&tools, &response_format)?;
 
     Ok(ChatRequest {
         model,
@@ -307,6 +312,7 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
         n,
         tools,
         response_format,
+        constraint,
     })
 }
 

@@ -153,13 +153,11 @@ impl Tools {
             Some(Value::Bool(b)) => *b,
             Some(other) => return Err(wrong_type("parallel_tool_calls", "a boolean", other)),
         };
-        let parsed = Self {
+        Ok(Self {
             tools,
             choice,
             parallel,
-        };
-        parsed.grammar()?;
-        Ok(parsed)
+        })
     }
 
     /// The model is shown tools and may call them.
@@ -494,7 +492,10 @@ mod tests {
         assert_eq!(e.param.as_deref(), Some("tool_choice"));
         let bad = json!({"tools": [{"type": "function", "function": {"name": "f",
             "parameters": {"type": "object", "properties": {"x": {"type": "string", "pattern": "a+"}}}}}]});
-        let e = Tools::parse(bad.as_object().unwrap()).unwrap_err();
+        let e = Tools::parse(bad.as_object().unwrap())
+            .unwrap()
+            .grammar()
+            .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("tools[0].function.parameters"));
         assert!(e.message.contains("pattern"), "{}", e.message);
         let e = Tools::parse(
