@@ -81,9 +81,38 @@ def llama_bins():
     return bindir / "llama-bench", bindir / "llama-server"
 
 
+def cpu_flags():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def llama_arch():
+    """How llama.cpp is built for this CPU: (cmake flags, description).
+
+    `GGML_NATIVE=ON` (-march=native), except that where the CPU lists AMX the AMX tiles
+    are left out: a VM can list AMX without the kernel enabling it, and llama.cpp then
+    dies with SIGILL on its first `tilezero` (seen on our 2-core machines). Sandpiper's
+    kernels do not use AMX either, so both run the same instruction sets."""
+    if platform.machine() in ("x86_64", "AMD64") and "amx_tile" in cpu_flags():
+        flags = "-march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+        return ([f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}", "-DGGML_NATIVE=OFF"],
+                f"`-march=native` without AMX (`{flags}`)")
+    return (["-DGGML_NATIVE=ON"], "`GGML_NATIVE=ON`")
+
+
+def llama_stamp():
+    return f"llama-cpp-python=={LLAMA_CPP_PYTHON} {' '.join(llama_arch()[0])}\n"
+
+
 def llama_cached():
     bench, server = llama_bins()
-    return (llama_dir() / "build.ok").exists() and bench.exists() and server.exists()
+    ok = llama_dir() / "build.ok"
+    return ok.exists() and ok.read_text() == llama_stamp() and bench.exists() and server.exists()
 
 
 def ensure_cmake():
@@ -132,8 +161,12 @@ def build_llama(jobs):
         shutil.rmtree(src, ignore_errors=True)
         tmp.rename(src)
     build = root / "build"
+    if (root / "build.ok").exists():
+        log("llama.cpp: the cached build used other flags; rebuilding")
+        (root / "build.ok").unlink()
+        shutil.rmtree(build, ignore_errors=True)
     run_logged(["cmake", "-S", src, "-B", build, "-DCMAKE_BUILD_TYPE=Release",
-                "-DLLAMA_CURL=OFF", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF",
+                "-DLLAMA_CURL=OFF", *llama_arch()[0], "-DBUILD_SHARED_LIBS=OFF",
                 # No network during the build: no prebuilt web UI download, no npm.
                 "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_OPENSSL=OFF",
                 "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF"], logfile)
@@ -142,7 +175,7 @@ def build_llama(jobs):
     bench, server = llama_bins()
     if not (bench.exists() and server.exists()):
         raise BenchError(f"llama.cpp build finished but {bench} or {server} is missing")
-    (root / "build.ok").write_text(f"llama-cpp-python=={LLAMA_CPP_PYTHON}\n")
+    (root / "build.ok").write_text(llama_stamp())
     log("llama.cpp: built")
 
 
@@ -671,7 +704,7 @@ class Report:
         if a.llama:
             L.append(f"- llama.cpp: `vendor/llama.cpp` of llama-cpp-python {LLAMA_CPP_PYTHON}'s source "
                      f"distribution, {info.get('llama_build', '')}{info.get('llama_backend')} backend, "
-                     "`GGML_NATIVE=ON`, built in Release")
+                     f"{llama_arch()[1]}, built in Release")
         else:
             L.append("- llama.cpp: not run")
         L.append(f"- Sandpiper: `{a.sandpiper_bin}`; native backend: `{a.native_bin}`")
