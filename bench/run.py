@@ -759,7 +759,7 @@ class Report:
         if web and at:
             L.append(f"Sandbox overhead on decode: Sandpiper over HTTP through the guest decodes at "
                      f"{web / at:.2f}× its backend in-process at the same positions (after the same "
-                     f"{self.decode_context}-token prompt: {fmt(web)} vs {self.cell('native', 'decode_at_context_tok_s')} tok/s)"
+                     f"{self.b.decode_context}-token prompt: {fmt(web)} vs {self.cell('native', 'decode_at_context_tok_s')} tok/s)"
                      + (f"; {web / nat:.2f}× the in-process decode from an empty context ({fmt(nat)} tok/s, "
                         "where attention is cheaper)." if nat else "."))
             L.append("")
