@@ -59,6 +59,8 @@ pub struct Llama {
     norm: Vec<f32>,
     /// `None`: tied to the (quantized) embedding.
     output: Option<QMatrix>,
+    /// RoPE frequency of each pair of a head, as candle computes it (f32).
+    inv_freq: Vec<f32>,
 }
 
 fn weight_type(name: &str, dtype: GgmlDType) -> Result<WeightType> {
@@ -194,7 +196,11 @@ impl Llama {
                 bail!("output.weight has rows of {}, expected {dim}", o.cols);
             }
         }
+        let inv_freq = (0..head_dim / 2)
+            .map(|j| 1f32 / cfg.rope_base.powf((2 * j) as f32 / head_dim as f32))
+            .collect();
         Ok(Self {
+            inv_freq,
             cfg,
             embd,
             layers,
@@ -300,12 +306,10 @@ impl Llama {
             self.embed(tok, &mut s.x[i * dim..(i + 1) * dim])?;
         }
         // RoPE angles for these positions, as candle computes them (f32).
-        let half = hd / 2;
         s.cos.clear();
         s.sin.clear();
         for &p in &s.positions {
-            for j in 0..half {
-                let theta = 1f32 / cfg.rope_base.powf((2 * j) as f32 / hd as f32);
+            for &theta in &self.inv_freq {
                 let a = p as f32 * theta;
                 s.cos.push(a.cos());
                 s.sin.push(a.sin());
