@@ -570,10 +570,36 @@ class Bench:
         rates = [x for x in (decode_rate(r) for r in results) if x]
         self.add(system, f"conc{c}_stream_tok_s", median(rates) if rates else None)
 
+    def native_decode_at_context(self):
+        """bench_native's decode after a prompt as long as the HTTP decode request's
+        (tokens/s): the in-process half of the paired sandbox-overhead measure."""
+        cmd = [self.a.native_bin, self.gguf, "--prompt", "", "--gen", str(self.a.gen_tokens),
+               "--reps", "1", "--threads", str(self.a.threads),
+               "--decode-context", str(self.decode_context)]
+        out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=self.thread_env())
+        if out.returncode != 0:
+            raise BenchError(f"bench_native exited with {out.returncode}:\n{out.stderr[-2000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])["decode_at_context"]["tok_s"]
+
+    def paired_overhead(self, srv, run):
+        """The sandbox overhead on decode, measured so that a machine whose speed drifts
+        (a shared VM) cannot fake it: one HTTP decode between two in-process decodes at
+        the same positions, back to back; the ratio is HTTP ÷ the mean of the two."""
+        before = self.native_decode_at_context()
+        r = stream_chat(srv.port, chat_body(decode_prompt(5000 + run), self.a.gen_tokens, {}))
+        after = self.native_decode_at_context()
+        web = decode_rate(r)
+        if web:
+            self.add("sandpiper", "paired_http_decode_tok_s", web)
+            self.add("native", "paired_decode_tok_s", (before + after) / 2)
+            self.add("sandpiper", "paired_overhead_ratio", web / ((before + after) / 2))
+
     def run_sandpiper(self, run):
         srv = self.start_sandpiper(f"run{run}")
         try:
             self.http_suite("sandpiper", srv, run, {})
+            if self.decode_context:
+                self.paired_overhead(srv, run)
             conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
             _, body = http_get(conn, "/metrics")
             conn.close()
@@ -756,8 +782,18 @@ class Report:
         L.append("")
         web = self.med("sandpiper", "http_decode_tok_s")
         at, nat = self.med("native", "decode_at_context_tok_s"), self.med("native", "decode_tok_s")
+        paired = self.med("sandpiper", "paired_overhead_ratio")
+        if paired:
+            L.append(f"**Sandbox overhead on decode, paired: Sandpiper over HTTP through the guest decodes at "
+                     f"{self.cell('sandpiper', 'paired_overhead_ratio', 3)}× its backend in-process** "
+                     f"(median over repetitions of HTTP ÷ in-process, each HTTP decode run between two "
+                     f"in-process decodes after the same {self.b.decode_context}-token prompt, back to back: "
+                     f"{self.cell('sandpiper', 'paired_http_decode_tok_s')} vs "
+                     f"{self.cell('native', 'paired_decode_tok_s')} tok/s).")
+            L.append("")
         if web and at:
-            L.append(f"Sandbox overhead on decode: Sandpiper over HTTP through the guest decodes at "
+            L.append(f"Unpaired, from medians of runs minutes apart (noisy on a shared machine): "
+                     f"Sandpiper over HTTP through the guest decodes at "
                      f"{web / at:.2f}× its backend in-process at the same positions (after the same "
                      f"{self.b.decode_context}-token prompt: {fmt(web)} vs {self.cell('native', 'decode_at_context_tok_s')} tok/s)"
                      + (f"; {web / nat:.2f}× the in-process decode from an empty context ({fmt(nat)} tok/s, "
