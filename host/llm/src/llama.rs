@@ -521,7 +521,9 @@ unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 
 /// Causal attention of every segment's new queries over its own cache,
-/// split across the pool by (segment, query chunk, head).
+/// split across the pool by (segment, query chunk, KV head): the query heads
+/// that share a KV head are done together, so each cached vector is read
+/// once per query rather than once per head.
 fn attention(
     cfg: &Config,
     spans: &[Span],
@@ -538,37 +540,58 @@ fn attention(
     let pool = kernels::pool::global();
     let threads = pool.threads();
     scores.clear();
-    scores.resize(threads * kv_max, 0.0);
+    scores.resize(threads * group * kv_max, 0.0);
     const QCHUNK: usize = 8;
-    // Work units in order: segment, then query chunk, then head.
+    // Work units in order: segment, then query chunk, then KV head.
     let chunks: usize = spans.iter().map(|s| s.len.div_ceil(QCHUNK)).sum();
-    let units = nh * chunks;
+    // A group's heads go together, unless that leaves too few units to keep
+    // every thread busy (a single decoding sequence): then one head each.
+    let per_unit = if nkv * chunks < 2 * threads { 1 } else { group };
+    let unit_heads = nh / per_unit;
+    let units = unit_heads * chunks;
     let att_ptr = SyncPtr(att.as_mut_ptr());
     let sc_ptr = SyncPtr(scores.as_mut_ptr());
     let work = |part: usize, parts: usize| {
         let (att_ptr, sc_ptr) = (att_ptr, sc_ptr);
         // SAFETY: each part uses its own stretch of the scores buffer.
-        let sc_all = unsafe { std::slice::from_raw_parts_mut(sc_ptr.0.add(part * kv_max), kv_max) };
+        let sc_all = unsafe {
+            std::slice::from_raw_parts_mut(sc_ptr.0.add(part * group * kv_max), group * kv_max)
+        };
         let (mut seg, mut first_chunk) = (0, 0);
         for u in (part..units).step_by(parts) {
-            let h = u % nh;
-            let chunk = u / nh;
+            let hu = u % unit_heads;
+            let chunk = u / unit_heads;
+            let g = hu * per_unit / group;
             while chunk >= first_chunk + spans[seg].len.div_ceil(QCHUNK) {
                 first_chunk += spans[seg].len.div_ceil(QCHUNK);
                 seg += 1;
             }
             let span = spans[seg];
             let (kc, vc) = kv[seg];
-            let g = h / group;
             let c = chunk - first_chunk;
+            let heads = hu * per_unit * hd..(hu + 1) * per_unit * hd;
             for i in c * QCHUNK..((c + 1) * QCHUNK).min(span.len) {
                 let n = span.pos0 + i + 1;
                 let r = span.row + i;
-                let qi = &q[r * qdim + h * hd..r * qdim + (h + 1) * hd];
-                // SAFETY: (query row r, head h) is this unit's alone.
-                let o =
-                    unsafe { std::slice::from_raw_parts_mut(att_ptr.0.add(r * qdim + h * hd), hd) };
-                kernels::attend(qi, kc, vc, kvdim, g * hd, scale, &mut sc_all[..n], o);
+                let qi = &q[r * qdim + heads.start..r * qdim + heads.end];
+                // SAFETY: (query row r, KV head g's query heads) are this unit's alone.
+                let o = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        att_ptr.0.add(r * qdim + heads.start),
+                        heads.len(),
+                    )
+                };
+                kernels::attend(
+                    hd,
+                    qi,
+                    kc,
+                    vc,
+                    kvdim,
+                    g * hd,
+                    scale,
+                    &mut sc_all[..per_unit * n],
+                    o,
+                );
             }
         }
     };

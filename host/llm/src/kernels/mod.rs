@@ -125,8 +125,20 @@ pub enum WeightType {
 /// - Q8_0: `kpad` i8 quants, then `nb` f16 scales (value = q·d).
 ///
 /// Padding blocks have zero quants and scales, so they add nothing.
+///
+/// With [`Layout::Chunks16`] (chosen where the AVX-512 kernels run) the quants
+/// of every whole chunk of 16 blocks are reordered so that one 64-byte vector
+/// holds 4 values of each of the 16 blocks: 32-bit lane `l` of vector `v`
+/// (after Q4_1's nibbles are unpacked, low nibbles filling lanes 0–7 and high
+/// ones lanes 8–15) is values `4v..4v + 4` of block `l` of the chunk. One
+/// `vpdpbusd` then feeds 16 blocks at once and a chunk's 8 vectors
+/// accumulate in integers before one per-block scaling, instead of a
+/// conversion, a scale shuffle and a multiply-add per pair of blocks: a
+/// third of the instructions per token. Blocks after the last whole chunk
+/// keep the pair layout; scales and mins keep theirs.
 pub struct QMatrix {
     pub ty: WeightType,
+    pub layout: Layout,
     pub rows: usize,
     pub cols: usize,
     pub kpad: usize,
@@ -134,9 +146,43 @@ pub struct QMatrix {
     data: Vec<u8>,
 }
 
+/// How a [`QMatrix`] orders the quants of a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Block after block (Q4_1: blocks in nibble pairs).
+    Blocks,
+    /// Whole chunks of 16 blocks interleaved by 4 values, for AVX-512.
+    Chunks16,
+}
+
+impl Layout {
+    /// The layout the kernels of `level` read.
+    pub fn for_level(level: Level) -> Layout {
+        match level {
+            Level::Avx512 => Layout::Chunks16,
+            _ => Layout::Blocks,
+        }
+    }
+}
+
+/// Blocks per interleaved chunk ([`Layout::Chunks16`]).
+pub const CHUNK: usize = 16;
+
 impl QMatrix {
-    /// Repacks `rows` rows of `cols` values from ggml's block format.
+    /// Repacks `rows` rows of `cols` values from ggml's block format, in the
+    /// layout of the kernels this CPU runs.
     pub fn from_ggml(ty: WeightType, rows: usize, cols: usize, raw: &[u8]) -> Result<Self> {
+        Self::from_ggml_for(level(), ty, rows, cols, raw)
+    }
+
+    /// [`QMatrix::from_ggml`] for the kernels of `level`.
+    pub fn from_ggml_for(
+        level: Level,
+        ty: WeightType,
+        rows: usize,
+        cols: usize,
+        raw: &[u8],
+    ) -> Result<Self> {
         if !cols.is_multiple_of(QK) {
             bail!("row length {cols} is not a multiple of {QK}");
         }
@@ -184,8 +230,38 @@ impl QMatrix {
                 }
             }
         }
+        let layout = Layout::for_level(level);
+        if layout == Layout::Chunks16 {
+            let blocks = (nb / CHUNK) * CHUNK;
+            let qbytes = match ty {
+                WeightType::Q4_1 => kpad / 2,
+                WeightType::Q8_0 => kpad,
+            };
+            let mut old = vec![0u8; qbytes];
+            for r in 0..rows {
+                let qs = &mut data[r * row_bytes..r * row_bytes + qbytes];
+                old.copy_from_slice(qs);
+                for b in 0..blocks {
+                    for j in 0..QK {
+                        match ty {
+                            WeightType::Q4_1 => {
+                                let (from, fshift) = quant_at(Layout::Blocks, ty, nb, b, j);
+                                let (to, tshift) = quant_at(layout, ty, nb, b, j);
+                                let q = (old[from] >> fshift) & 0x0F;
+                                qs[to] = (qs[to] & !(0x0F << tshift)) | (q << tshift);
+                            }
+                            WeightType::Q8_0 => {
+                                qs[quant_at(layout, ty, nb, b, j).0] =
+                                    old[quant_at(Layout::Blocks, ty, nb, b, j).0];
+                            }
+                        }
+                    }
+                }
+            }
+        }
         Ok(Self {
             ty,
+            layout,
             rows,
             cols,
             kpad,
@@ -212,7 +288,8 @@ impl QMatrix {
                 let (qs, scales) = row.split_at(self.kpad / 2);
                 for (i, o) in out[..self.cols].iter_mut().enumerate() {
                     let b = i / QK;
-                    let q = (qs[(b / 2) * 32 + i % QK] >> (4 * (b % 2))) & 0x0F;
+                    let (at, shift) = quant_at(self.layout, self.ty, nb, b, i % QK);
+                    let q = (qs[at] >> shift) & 0x0F;
                     let d = f16_to_f32(read_u16(scales, b));
                     let m = f16_to_f32(read_u16(scales, nb + b));
                     *o = q as f32 * d + m;
@@ -222,10 +299,24 @@ impl QMatrix {
                 let (qs, scales) = row.split_at(self.kpad);
                 for (i, o) in out[..self.cols].iter_mut().enumerate() {
                     let d = f16_to_f32(read_u16(scales, i / QK));
-                    *o = qs[i] as i8 as f32 * d;
+                    let (at, _) = quant_at(self.layout, self.ty, nb, i / QK, i % QK);
+                    *o = qs[at] as i8 as f32 * d;
                 }
             }
         }
+    }
+}
+
+/// Where value `j` of block `b` sits among a row's quants (of `nb` blocks):
+/// the byte, and for Q4_1 the shift of its nibble.
+fn quant_at(layout: Layout, ty: WeightType, nb: usize, b: usize, j: usize) -> (usize, u32) {
+    let chunked = layout == Layout::Chunks16 && b < nb / CHUNK * CHUNK;
+    let (c, l, v, k) = (b / CHUNK, b % CHUNK, j / 4, j % 4);
+    match (ty, chunked) {
+        (WeightType::Q4_1, false) => ((b / 2) * 32 + j, 4 * (b as u32 % 2)),
+        (WeightType::Q4_1, true) => (c * 256 + v * 32 + (l % 8) * 4 + k, 4 * (l as u32 / 8)),
+        (WeightType::Q8_0, false) => (b * QK + j, 0),
+        (WeightType::Q8_0, true) => (c * 512 + v * 64 + l * 4 + k, 0),
     }
 }
 
@@ -243,6 +334,11 @@ pub struct QActs {
     pub qs: Vec<i8>,
     pub d: Vec<f32>,
     pub s: Vec<f32>,
+    /// Where this CPU has AVX-512: the quants of every whole chunk of 16
+    /// blocks again, in the order [`Layout::Chunks16`] weights pair with
+    /// (lane `l` of vector `v`: values `4v..4v + 4` of the chunk's block
+    /// `l`); `nb / 16 * 512` bytes per token.
+    pub chunked: Vec<i8>,
 }
 
 impl QActs {
@@ -270,6 +366,28 @@ impl QActs {
             Level::Avx512 | Level::Avx2 => unsafe { x86::quantize_avx2(self, x, t, k) },
             _ => quantize_rows(self, x, t, k),
         }
+        self.chunked.clear();
+        if supported_levels().contains(&Level::Avx512) {
+            let per_token = nb / CHUNK * CHUNK * QK;
+            self.chunked.resize(t * per_token, 0);
+            for ti in 0..t {
+                let (src, dst) = (
+                    &self.qs[ti * kpad..ti * kpad + per_token],
+                    &mut self.chunked[ti * per_token..(ti + 1) * per_token],
+                );
+                for b in 0..per_token / QK {
+                    for v in 0..QK / 4 {
+                        let (at, _) = quant_at(Layout::Chunks16, WeightType::Q8_0, nb, b, 4 * v);
+                        dst[at..at + 4].copy_from_slice(&src[b * QK + 4 * v..b * QK + 4 * v + 4]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bytes of [`QActs::chunked`] per token.
+    pub fn chunked_stride(&self) -> usize {
+        self.nb() / CHUNK * CHUNK * QK
     }
 
     #[cfg(test)]
@@ -279,6 +397,7 @@ impl QActs {
         other.qs = vec![0; self.qs.len()];
         other.d = vec![0.0; self.d.len()];
         other.s = vec![0.0; self.s.len()];
+        other.chunked = self.chunked.clone();
     }
 
     pub fn token_qs(&self, t: usize) -> &[i8] {
@@ -408,6 +527,16 @@ pub unsafe fn matmul_rows(level: Level, w: &QMatrix, rows: Range<usize>, acts: &
         w.kpad, acts.kpad,
         "activation length does not match the weights"
     );
+    // Only the AVX-512 kernels read the chunked layout (they read both).
+    assert!(
+        w.layout == Layout::Blocks || level == Level::Avx512,
+        "{level:?} kernels cannot read {:?} weights",
+        w.layout
+    );
+    assert!(
+        w.layout == Layout::Blocks || acts.chunked.len() == acts.t * acts.chunked_stride(),
+        "activations lack the chunked copy"
+    );
     match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => x86::matmul_avx512(w, rows, acts, out),
@@ -481,11 +610,15 @@ pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
-/// One query's attention over the first `scores.len()` cached positions:
-/// `out = softmax(q·K · scale) · V`, where position `j`'s key and value start
-/// at `j * stride + off` of `keys` and `values`; `scores` is scratch.
+/// One query's attention for the heads that share one KV head: for each of
+/// the `group = q.len() / hd` heads, `out = softmax(q·K · scale) · V` over the
+/// first `n = scores.len() / group` cached positions, where position `j`'s key
+/// and value start at `j * stride + off` of `keys` and `values`. `q` and `out`
+/// hold the heads one after another; `scores` is scratch. Doing a group's
+/// heads together reads each cached vector once instead of once per head.
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
+    hd: usize,
     q: &[f32],
     keys: &[f32],
     values: &[f32],
@@ -495,40 +628,95 @@ pub fn attend(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let hd = q.len();
-    assert_eq!(out.len(), hd);
-    let n = scores.len();
+    attend_at(
+        level(),
+        hd,
+        q,
+        keys,
+        values,
+        stride,
+        off,
+        scale,
+        scores,
+        out,
+    )
+}
+
+/// [`attend`] at a given level (tests run every level the CPU supports).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend_at(
+    level: Level,
+    hd: usize,
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    stride: usize,
+    off: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let group = q.len() / hd;
+    assert!(group >= 1 && q.len() == group * hd && out.len() == q.len());
+    assert!(scores.len().is_multiple_of(group));
+    let n = scores.len() / group;
     assert!(n == 0 || ((n - 1) * stride + off + hd <= keys.len().min(values.len())));
-    match (level(), hd) {
+    macro_rules! grouped {
+        ($($f:ident)::+) => {
+            match group {
+                1 => $($f)::+::<1>(q, keys, values, stride, off, scale, scores, out),
+                2 => $($f)::+::<2>(q, keys, values, stride, off, scale, scores, out),
+                3 => $($f)::+::<3>(q, keys, values, stride, off, scale, scores, out),
+                4 => $($f)::+::<4>(q, keys, values, stride, off, scale, scores, out),
+                _ => {
+                    // Larger groups: one head at a time.
+                    for (h, (qh, oh)) in
+                        q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)).enumerate()
+                    {
+                        $($f)::+::<1>(
+                            qh,
+                            keys,
+                            values,
+                            stride,
+                            off,
+                            scale,
+                            &mut scores[h * n..(h + 1) * n],
+                            oh,
+                        );
+                    }
+                }
+            }
+        };
+    }
+    match (level, hd) {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the level was detected on this CPU.
-        (Level::Avx512, 64) => unsafe {
-            x86::attend64_avx512(q, keys, values, stride, off, scale, scores, out)
-        },
+        // SAFETY: the caller passes a level detected on this CPU.
+        (Level::Avx512, 64) => unsafe { grouped!(x86::attend64_avx512) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the level was detected on this CPU.
-        (Level::Avx2, 64) => unsafe {
-            x86::attend64_avx2(q, keys, values, stride, off, scale, scores, out)
-        },
-        (_, 64) => scalar::attend::<64>(q, keys, values, stride, off, scale, scores, out),
+        // SAFETY: the caller passes a level detected on this CPU.
+        (Level::Avx2, 64) => unsafe { grouped!(x86::attend64_avx2) },
+        (_, 64) => grouped!(scalar::attend64),
         _ => {
-            let mut max = f32::NEG_INFINITY;
-            for (j, s) in scores.iter_mut().enumerate() {
-                *s = dot_f32(q, &keys[j * stride + off..j * stride + off + hd]) * scale;
-                max = max.max(*s);
-            }
-            let mut sum = 0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            out.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                axpy_f32(
-                    out,
-                    p / sum,
-                    &values[j * stride + off..j * stride + off + hd],
-                );
+            for (h, (qh, oh)) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)).enumerate() {
+                let scores = &mut scores[h * n..(h + 1) * n];
+                let mut max = f32::NEG_INFINITY;
+                for (j, s) in scores.iter_mut().enumerate() {
+                    *s = dot_f32(qh, &keys[j * stride + off..j * stride + off + hd]) * scale;
+                    max = max.max(*s);
+                }
+                let mut sum = 0f32;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                oh.fill(0.0);
+                for (j, &p) in scores.iter().enumerate() {
+                    axpy_f32(
+                        oh,
+                        p / sum,
+                        &values[j * stride + off..j * stride + off + hd],
+                    );
+                }
             }
         }
     }

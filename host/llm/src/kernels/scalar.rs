@@ -89,13 +89,17 @@ pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
-/// One query's attention over `n` cached positions, head dim `HD`: scores
+/// One query's attention for the `G` heads that share a KV head (grouped-
+/// query attention), over `n` cached positions, head dim `HD`: scores
 /// (`q·k · scale`, the same sums as [`dot_f32`]), softmax, and the weighted
-/// sum of values, kept in registers. `keys`/`values` hold position `j`'s
-/// vector at `j * stride + off`.
+/// sum of values, kept in registers. Each key and value vector is loaded once
+/// for all `G` heads; every head's arithmetic is exactly what it would be
+/// alone. `q` and `out` hold the `G` heads one after another, `scores` is
+/// `G × n` scratch; `keys`/`values` hold position `j`'s vector at
+/// `j * stride + off`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub fn attend<const HD: usize>(
+pub fn attend<const HD: usize, const G: usize>(
     q: &[f32],
     keys: &[f32],
     values: &[f32],
@@ -105,29 +109,56 @@ pub fn attend<const HD: usize>(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let q: &[f32; HD] = q.try_into().expect("query of the head size");
-    let mut max = f32::NEG_INFINITY;
-    for (j, s) in scores.iter_mut().enumerate() {
+    let n = scores.len() / G;
+    let q: [&[f32; HD]; G] =
+        std::array::from_fn(|h| q[h * HD..(h + 1) * HD].try_into().expect("query heads"));
+    let mut max = [f32::NEG_INFINITY; G];
+    for j in 0..n {
         let k: &[f32; HD] = keys[j * stride + off..j * stride + off + HD]
             .try_into()
             .expect("key of the head size");
-        *s = dot_f32(q, k) * scale;
-        max = max.max(*s);
+        for h in 0..G {
+            let s = dot_f32(q[h], k) * scale;
+            scores[h * n + j] = s;
+            max[h] = max[h].max(s);
+        }
     }
-    let mut sum = 0f32;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
+    let mut sum = [0f32; G];
+    for h in 0..G {
+        for s in &mut scores[h * n..(h + 1) * n] {
+            *s = (*s - max[h]).exp();
+            sum[h] += *s;
+        }
     }
-    let mut o = [0f32; HD];
-    for (j, &p) in scores.iter().enumerate() {
+    let mut o = [[0f32; HD]; G];
+    for j in 0..n {
         let v: &[f32; HD] = values[j * stride + off..j * stride + off + HD]
             .try_into()
             .expect("value of the head size");
-        let p = p / sum;
-        for d in 0..HD {
-            o[d] += p * v[d];
+        for h in 0..G {
+            let p = scores[h * n + j] / sum[h];
+            for d in 0..HD {
+                o[h][d] += p * v[d];
+            }
         }
     }
-    out.copy_from_slice(&o);
+    for h in 0..G {
+        out[h * HD..(h + 1) * HD].copy_from_slice(&o[h]);
+    }
+}
+
+/// [`attend`] for 64-wide heads (the fallback for levels without their own).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn attend64<const G: usize>(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    stride: usize,
+    off: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    attend::<64, G>(q, keys, values, stride, off, scale, scores, out)
 }

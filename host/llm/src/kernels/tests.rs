@@ -63,19 +63,28 @@ fn every_level_matches_scalar() {
     for ty in [WeightType::Q4_1, WeightType::Q8_0] {
         for &(rows, cols) in &[(37, 576), (20, 96), (33, 1536)] {
             let raw = random_ggml(&mut rng, ty, rows, cols);
-            let w = QMatrix::from_ggml(ty, rows, cols, &raw).unwrap();
+            let matrix = |level| QMatrix::from_ggml_for(level, ty, rows, cols, &raw).unwrap();
+            let scalar = matrix(Level::Scalar);
+            // Each level with the layout it loads; AVX-512 also with the block
+            // layout (it reads both).
+            let mut cases: Vec<(Level, QMatrix)> =
+                levels[1..].iter().map(|&l| (l, matrix(l))).collect();
+            if levels.contains(&Level::Avx512) {
+                cases.push((Level::Avx512, matrix(Level::Scalar)));
+            }
             for t in [1, 2, 3, 4, 7, 70] {
                 let x = random_f32(&mut rng, t * cols, 3.0);
                 let mut acts = QActs::default();
                 acts.quantize(&x, t, cols);
-                let want = run(Level::Scalar, &w, &acts);
-                for &level in &levels[1..] {
-                    let got = run(level, &w, &acts);
+                let want = run(Level::Scalar, &scalar, &acts);
+                for (level, w) in &cases {
+                    let got = run(*level, w, &acts);
                     for (i, (g, e)) in got.iter().zip(&want).enumerate() {
                         let tol = 1e-4 * (1.0 + e.abs());
                         assert!(
                             (g - e).abs() <= tol,
-                            "{level:?} {ty:?} {rows}x{cols} t={t} [{i}]: {g} vs scalar {e}"
+                            "{level:?} {:?} {ty:?} {rows}x{cols} t={t} [{i}]: {g} vs scalar {e}",
+                            w.layout
                         );
                     }
                 }
@@ -163,17 +172,22 @@ fn scalar_matmul_matches_candle() {
         let wf = random_f32(&mut rng, rows * cols, 0.1);
         let wt = Tensor::from_vec(wf, (rows, cols), &Device::Cpu).unwrap();
         let q = QTensor::quantize(&wt, gty).unwrap();
-        let w = QMatrix::from_ggml(ty, rows, cols, &q.data().unwrap()).unwrap();
-        // Dequantization matches too.
+        let raw = q.data().unwrap();
+        let w = QMatrix::from_ggml_for(Level::Scalar, ty, rows, cols, &raw).unwrap();
+        // Dequantization matches too, in either layout.
         let deq = q
             .dequantize(&Device::Cpu)
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();
+        let chunked = QMatrix::from_ggml_for(Level::Avx512, ty, rows, cols, &raw).unwrap();
+        assert_eq!(chunked.layout, Layout::Chunks16);
         let mut row = vec![0f32; cols];
-        for (r, want) in deq.iter().enumerate() {
-            w.dequantize_row(r, &mut row);
-            assert_eq!(&row, want, "{ty:?} row {r}");
+        for m in [&w, &chunked] {
+            for (r, want) in deq.iter().enumerate() {
+                m.dequantize_row(r, &mut row);
+                assert_eq!(&row, want, "{ty:?} {:?} row {r}", m.layout);
+            }
         }
         let x = random_f32(&mut rng, t * cols, 2.0);
         let xt = Tensor::from_vec(x.clone(), (t, cols), &Device::Cpu).unwrap();
@@ -214,47 +228,111 @@ fn f32_helpers_match_scalar() {
     }
 }
 
+/// Every level's attention against softmax in f64, for grouped heads and
+/// lengths that end inside and on 16-position blocks; very negative scores
+/// exercise the exponential's underflow.
 #[test]
 fn attention_matches_naive_softmax() {
     let mut rng = StdRng::seed_from_u64(17);
-    for hd in [64, 32] {
-        let (stride, off, n) = (3 * hd, hd, 37);
-        let q = random_f32(&mut rng, hd, 1.0);
-        let keys = random_f32(&mut rng, n * stride, 1.0);
-        let values = random_f32(&mut rng, n * stride, 1.0);
-        let scale = 1.0 / (hd as f32).sqrt();
-        let s: Vec<f64> = (0..n)
-            .map(|j| {
-                (0..hd)
-                    .map(|d| q[d] as f64 * keys[j * stride + off + d] as f64)
-                    .sum::<f64>()
-                    * scale as f64
-            })
-            .collect();
-        let max = s.iter().cloned().fold(f64::MIN, f64::max);
-        let e: Vec<f64> = s.iter().map(|v| (v - max).exp()).collect();
-        let sum: f64 = e.iter().sum();
-        let mut scores = vec![0f32; n];
-        let mut out = vec![0f32; hd];
-        attend(
+    for &level in &supported_levels() {
+        for (hd, group, n, spread) in [
+            (64, 1, 37, 1.0),
+            (64, 3, 48, 1.0),
+            (64, 3, 5, 1.0),
+            (64, 4, 100, 1.0),
+            (64, 5, 37, 1.0),
+            (64, 3, 40, 40.0),
+            (32, 1, 37, 1.0),
+            (32, 3, 20, 1.0),
+        ] {
+            let (stride, off) = (3 * hd, hd);
+            let q = random_f32(&mut rng, group * hd, spread);
+            let keys = random_f32(&mut rng, n * stride, 1.0);
+            let values = random_f32(&mut rng, n * stride, 1.0);
+            let scale = 1.0 / (hd as f32).sqrt();
+            let mut scores = vec![0f32; group * n];
+            let mut out = vec![0f32; group * hd];
+            attend_at(
+                level,
+                hd,
+                &q,
+                &keys,
+                &values,
+                stride,
+                off,
+                scale,
+                &mut scores,
+                &mut out,
+            );
+            for h in 0..group {
+                let qh = &q[h * hd..(h + 1) * hd];
+                let s: Vec<f64> = (0..n)
+                    .map(|j| {
+                        (0..hd)
+                            .map(|d| qh[d] as f64 * keys[j * stride + off + d] as f64)
+                            .sum::<f64>()
+                            * scale as f64
+                    })
+                    .collect();
+                let max = s.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = s.iter().map(|v| (v - max).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                for d in 0..hd {
+                    let want: f64 = (0..n)
+                        .map(|j| e[j] / sum * values[j * stride + off + d] as f64)
+                        .sum();
+                    assert!(
+                        (out[h * hd + d] as f64 - want).abs() < 1e-5,
+                        "{level:?} hd {hd} group {group} n {n} head {h} [{d}]: {} vs {want}",
+                        out[h * hd + d]
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A group's heads attended together give, bit for bit, what each head gives
+/// alone, at every level: grouping only changes which loads are shared.
+#[test]
+fn grouped_attention_equals_one_head_at_a_time() {
+    let mut rng = StdRng::seed_from_u64(23);
+    let (hd, group, n) = (64, 3, 50);
+    let stride = 3 * hd;
+    let q = random_f32(&mut rng, group * hd, 1.0);
+    let keys = random_f32(&mut rng, n * stride, 1.0);
+    let values = random_f32(&mut rng, n * stride, 1.0);
+    for &level in &supported_levels() {
+        let mut scores = vec![0f32; group * n];
+        let mut together = vec![0f32; group * hd];
+        attend_at(
+            level,
+            hd,
             &q,
             &keys,
             &values,
             stride,
-            off,
-            scale,
+            0,
+            0.125,
             &mut scores,
-            &mut out,
+            &mut together,
         );
-        for d in 0..hd {
-            let want: f64 = (0..n)
-                .map(|j| e[j] / sum * values[j * stride + off + d] as f64)
-                .sum();
-            assert!(
-                (out[d] as f64 - want).abs() < 1e-5,
-                "hd {hd} [{d}]: {} vs {want}",
-                out[d]
+        for h in 0..group {
+            let mut alone = vec![0f32; hd];
+            let range = h * hd..(h + 1) * hd;
+            attend_at(
+                level,
+                hd,
+                &q[range.clone()],
+                &keys,
+                &values,
+                stride,
+                0,
+                0.125,
+                &mut scores[..n],
+                &mut alone,
             );
+            assert_eq!(alone, together[range], "{level:?} head {h}");
         }
     }
 }
