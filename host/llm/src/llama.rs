@@ -551,14 +551,22 @@ fn attention(
     let units = unit_heads * chunks;
     let att_ptr = SyncPtr(att.as_mut_ptr());
     let sc_ptr = SyncPtr(scores.as_mut_ptr());
-    let work = |part: usize, parts: usize| {
+    // Threads take units from a shared counter (see `kernels::par_matmul`).
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = |part: usize, _parts: usize| {
         let (att_ptr, sc_ptr) = (att_ptr, sc_ptr);
         // SAFETY: each part uses its own stretch of the scores buffer.
         let sc_all = unsafe {
             std::slice::from_raw_parts_mut(sc_ptr.0.add(part * group * kv_max), group * kv_max)
         };
         let (mut seg, mut first_chunk) = (0, 0);
-        for u in (part..units).step_by(parts) {
+        // Each thread's units come in increasing order, so the segment
+        // search below only moves forward.
+        loop {
+            let u = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if u >= units {
+                break;
+            }
             let hu = u % unit_heads;
             let chunk = u / unit_heads;
             let g = hu * per_unit / group;

@@ -29,6 +29,7 @@ mod scalar;
 mod x86;
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use anyhow::{bail, Result};
@@ -554,9 +555,16 @@ pub struct MatJob<'a> {
     pub out: Out,
 }
 
-/// Rows handed to one thread are a multiple of this (cache lines of output,
-/// whole tiles).
+/// Rows are handed out in multiples of this (cache lines of output, whole
+/// tiles).
 const ROW_GRAIN: usize = 16;
+
+/// Pieces of work per pool thread in a parallel matmul. Threads take pieces
+/// from a shared counter rather than a fixed share each, so a thread the OS
+/// preempts (an HTTP write, the client reading its stream, another process)
+/// holds up one small piece while the others take the rest, instead of
+/// stalling the whole pass for as long as it is off its CPU.
+const PIECES_PER_THREAD: usize = 4;
 
 /// `w · acts` for several matrices sharing the same input (q/k/v, gate/up),
 /// their rows split across the worker pool in one dispatch.
@@ -566,15 +574,22 @@ const ROW_GRAIN: usize = 16;
 pub unsafe fn par_matmul(jobs: &[MatJob<'_>], acts: &QActs) {
     let level = level();
     let total: usize = jobs.iter().map(|j| j.w.rows).sum();
-    let work = |part: usize, parts: usize| {
-        let grains = total.div_ceil(ROW_GRAIN);
-        let lo = (grains * part / parts * ROW_GRAIN).min(total);
-        let hi = (grains * (part + 1) / parts * ROW_GRAIN).min(total);
+    let pool = pool::global();
+    let grains = total.div_ceil(ROW_GRAIN);
+    let piece = (grains / (pool.threads() * PIECES_PER_THREAD)).max(1) * ROW_GRAIN;
+    let pieces = total.div_ceil(piece);
+    let next = AtomicUsize::new(0);
+    let work = |_part: usize, _parts: usize| loop {
+        let p = next.fetch_add(1, Ordering::Relaxed);
+        if p >= pieces {
+            break;
+        }
+        let (lo, hi) = (p * piece, ((p + 1) * piece).min(total));
         let mut base = 0;
         for job in jobs {
             let (a, b) = (lo.max(base), hi.min(base + job.w.rows));
             if a < b {
-                // SAFETY: parts cover disjoint rows; the caller vouches for `out`.
+                // SAFETY: pieces cover disjoint rows; the caller vouches for `out`.
                 unsafe { matmul_rows(level, job.w, a - base..b - base, acts, job.out) };
             }
             base += job.w.rows;
@@ -584,7 +599,7 @@ pub unsafe fn par_matmul(jobs: &[MatJob<'_>], acts: &QActs) {
     if total * acts.t * acts.kpad < 32 * 1024 {
         work(0, 1);
     } else {
-        pool::global().run(&work);
+        pool.run(&work);
     }
 }
 
