@@ -87,8 +87,12 @@ impl Model {
     }
 
     fn load_with(id: &str, path: &Path, native: bool) -> Result<Arc<Model>> {
-        let mut file =
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        // Buffered: the header is tens of thousands of small reads (one per
+        // vocabulary string), each a system call on a bare file.
+        let mut file = std::io::BufReader::with_capacity(
+            64 << 10,
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        );
         let ct = gguf_file::Content::read(&mut file)
             .with_context(|| format!("reading GGUF header of {}", path.display()))?;
         let tokenizer = GgufTokenizer::from_gguf(&ct)

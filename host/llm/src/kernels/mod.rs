@@ -201,65 +201,70 @@ impl QMatrix {
                 rows * nb_in * in_block
             );
         }
-        let mut data = vec![0u8; rows * row_bytes];
-        for r in 0..rows {
-            let src = &raw[r * nb_in * in_block..(r + 1) * nb_in * in_block];
-            let dst = &mut data[r * row_bytes..(r + 1) * row_bytes];
-            match ty {
-                WeightType::Q4_1 => {
-                    let (qs, scales) = dst.split_at_mut(kpad / 2);
-                    for b in 0..nb_in {
-                        let blk = &src[b * 20..(b + 1) * 20];
-                        scales[2 * b..2 * b + 2].copy_from_slice(&blk[0..2]);
-                        scales[2 * nb + 2 * b..2 * nb + 2 * b + 2].copy_from_slice(&blk[2..4]);
-                        let q = &blk[4..20];
+        let layout = Layout::for_level(level);
+        // Blocks in whole 16-block chunks, in the chunked layout.
+        let chunked = match layout {
+            Layout::Chunks16 => nb / CHUNK * CHUNK,
+            Layout::Blocks => 0,
+        };
+        let repack = |src: &[u8], dst: &mut [u8]| match ty {
+            WeightType::Q4_1 => {
+                let (qs, scales) = dst.split_at_mut(kpad / 2);
+                for b in 0..nb_in {
+                    let blk = &src[b * 20..(b + 1) * 20];
+                    scales[2 * b..2 * b + 2].copy_from_slice(&blk[0..2]);
+                    scales[2 * nb + 2 * b..2 * nb + 2 * b + 2].copy_from_slice(&blk[2..4]);
+                    // ggml: byte j holds value j (low nibble) and j + 16 (high).
+                    let q = &blk[4..20];
+                    let value = |j: usize| if j < 16 { q[j] & 0x0F } else { q[j - 16] >> 4 };
+                    if b < chunked {
+                        let (c, l) = (b / CHUNK, b % CHUNK);
+                        let shift = 4 * (l / 8);
+                        for j in 0..QK {
+                            qs[c * 256 + (j / 4) * 32 + (l % 8) * 4 + j % 4] |= value(j) << shift;
+                        }
+                    } else {
                         let pair = &mut qs[(b / 2) * 32..(b / 2) * 32 + 32];
                         let shift = 4 * (b % 2);
-                        for j in 0..16 {
-                            pair[j] |= (q[j] & 0x0F) << shift;
-                            pair[j + 16] |= (q[j] >> 4) << shift;
+                        for j in 0..QK {
+                            pair[j] |= value(j) << shift;
                         }
                     }
                 }
-                WeightType::Q8_0 => {
-                    let (qs, scales) = dst.split_at_mut(kpad);
-                    for b in 0..nb_in {
-                        let blk = &src[b * 34..(b + 1) * 34];
-                        scales[2 * b..2 * b + 2].copy_from_slice(&blk[0..2]);
+            }
+            WeightType::Q8_0 => {
+                let (qs, scales) = dst.split_at_mut(kpad);
+                for b in 0..nb_in {
+                    let blk = &src[b * 34..(b + 1) * 34];
+                    scales[2 * b..2 * b + 2].copy_from_slice(&blk[0..2]);
+                    if b < chunked {
+                        let (c, l) = (b / CHUNK, b % CHUNK);
+                        for v in 0..QK / 4 {
+                            let at = c * 512 + v * 64 + l * 4;
+                            qs[at..at + 4].copy_from_slice(&blk[2 + 4 * v..6 + 4 * v]);
+                        }
+                    } else {
                         qs[b * 32..b * 32 + 32].copy_from_slice(&blk[2..34]);
                     }
                 }
             }
-        }
-        let layout = Layout::for_level(level);
-        if layout == Layout::Chunks16 {
-            let blocks = (nb / CHUNK) * CHUNK;
-            let qbytes = match ty {
-                WeightType::Q4_1 => kpad / 2,
-                WeightType::Q8_0 => kpad,
-            };
-            let mut old = vec![0u8; qbytes];
-            for r in 0..rows {
-                let qs = &mut data[r * row_bytes..r * row_bytes + qbytes];
-                old.copy_from_slice(qs);
-                for b in 0..blocks {
-                    for j in 0..QK {
-                        match ty {
-                            WeightType::Q4_1 => {
-                                let (from, fshift) = quant_at(Layout::Blocks, ty, nb, b, j);
-                                let (to, tshift) = quant_at(layout, ty, nb, b, j);
-                                let q = (old[from] >> fshift) & 0x0F;
-                                qs[to] = (qs[to] & !(0x0F << tshift)) | (q << tshift);
-                            }
-                            WeightType::Q8_0 => {
-                                qs[quant_at(layout, ty, nb, b, j).0] =
-                                    old[quant_at(Layout::Blocks, ty, nb, b, j).0];
-                            }
-                        }
+        };
+        // Rows are independent: large matrices repack on every CPU (this is
+        // most of a model's load time).
+        let mut data = vec![0u8; rows * row_bytes];
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = rows.div_ceil(threads.min(rows.div_ceil(256)).max(1));
+        std::thread::scope(|scope| {
+            for (i, part) in data.chunks_mut(per * row_bytes).enumerate() {
+                let repack = &repack;
+                scope.spawn(move || {
+                    for (k, dst) in part.chunks_exact_mut(row_bytes).enumerate() {
+                        let r = i * per + k;
+                        repack(&raw[r * nb_in * in_block..(r + 1) * nb_in * in_block], dst);
                     }
-                }
+                });
             }
-        }
+        });
         Ok(Self {
             ty,
             layout,
@@ -377,8 +382,9 @@ impl QActs {
                     &mut self.chunked[ti * per_token..(ti + 1) * per_token],
                 );
                 for b in 0..per_token / QK {
+                    let (c, l) = (b / CHUNK, b % CHUNK);
                     for v in 0..QK / 4 {
-                        let (at, _) = quant_at(Layout::Chunks16, WeightType::Q8_0, nb, b, 4 * v);
+                        let at = c * 512 + v * 64 + l * 4;
                         dst[at..at + 4].copy_from_slice(&src[b * QK + 4 * v..b * QK + 4 * v + 4]);
                     }
                 }
