@@ -544,11 +544,11 @@ fn attention(
     const QCHUNK: usize = 8;
     // Work units in order: segment, then query chunk, then KV head.
     let chunks: usize = spans.iter().map(|s| s.len.div_ceil(QCHUNK)).sum();
-    // A group's heads go together, unless that leaves too few units to keep
-    // every thread busy (a single decoding sequence): then one head each.
-    let per_unit = if nkv * chunks < 2 * threads { 1 } else { group };
-    let unit_heads = nh / per_unit;
-    let units = unit_heads * chunks;
+    // A KV head's query heads go together, even when that leaves fewer
+    // units than threads (one decoding sequence: 3 units on 2 threads):
+    // grouped, a head costs about half as much as alone, which more than
+    // pays for the uneven split.
+    let units = nkv * chunks;
     let att_ptr = SyncPtr(att.as_mut_ptr());
     let sc_ptr = SyncPtr(scores.as_mut_ptr());
     // Threads take units from a shared counter (see `kernels::par_matmul`).
@@ -567,9 +567,8 @@ fn attention(
             if u >= units {
                 break;
             }
-            let hu = u % unit_heads;
-            let chunk = u / unit_heads;
-            let g = hu * per_unit / group;
+            let g = u % nkv;
+            let chunk = u / nkv;
             while chunk >= first_chunk + spans[seg].len.div_ceil(QCHUNK) {
                 first_chunk += spans[seg].len.div_ceil(QCHUNK);
                 seg += 1;
@@ -577,7 +576,7 @@ fn attention(
             let span = spans[seg];
             let (kc, vc) = kv[seg];
             let c = chunk - first_chunk;
-            let heads = hu * per_unit * hd..(hu + 1) * per_unit * hd;
+            let heads = g * group * hd..(g + 1) * group * hd;
             for i in c * QCHUNK..((c + 1) * QCHUNK).min(span.len) {
                 let n = span.pos0 + i + 1;
                 let r = span.row + i;
@@ -597,7 +596,7 @@ fn attention(
                     kvdim,
                     g * hd,
                     scale,
-                    &mut sc_all[..per_unit * n],
+                    &mut sc_all[..group * n],
                     o,
                 );
             }
