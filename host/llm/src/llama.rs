@@ -16,6 +16,7 @@
 //! `quantized_llama` instead (see [`crate::Model::load`]).
 
 use std::io::{Read, Seek};
+use std::ops::Range;
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType};
@@ -321,7 +322,15 @@ impl Llama {
         };
         for (li, layer) in self.layers.iter().enumerate() {
             // Attention.
-            rms_norm(&s.x, &layer.attn_norm, cfg.eps, &mut s.xn, dim);
+            par_rows(&mut s.xn, dim, &|rows, out| {
+                rms_norm(
+                    &s.x[rows.start * dim..rows.end * dim],
+                    &layer.attn_norm,
+                    cfg.eps,
+                    out,
+                    dim,
+                )
+            });
             s.acts.quantize(&s.xn, t, dim);
             let jobs = [
                 MatJob {
@@ -358,11 +367,21 @@ impl Llama {
             }];
             // SAFETY: y holds t rows of dim.
             unsafe { kernels::par_matmul(&jobs, &s.acts) };
-            for (x, y) in s.x.iter_mut().zip(&s.y) {
-                *x += y;
-            }
+            par_rows(&mut s.x, dim, &|rows, x| {
+                for (x, y) in x.iter_mut().zip(&s.y[rows.start * dim..rows.end * dim]) {
+                    *x += y;
+                }
+            });
             // MLP.
-            rms_norm(&s.x, &layer.ffn_norm, cfg.eps, &mut s.xn, dim);
+            par_rows(&mut s.xn, dim, &|rows, out| {
+                rms_norm(
+                    &s.x[rows.start * dim..rows.end * dim],
+                    &layer.ffn_norm,
+                    cfg.eps,
+                    out,
+                    dim,
+                )
+            });
             s.acts.quantize(&s.xn, t, dim);
             let jobs = [
                 MatJob {
@@ -376,9 +395,11 @@ impl Llama {
             ];
             // SAFETY: g and u hold t rows of ffn.
             unsafe { kernels::par_matmul(&jobs, &s.acts) };
-            for (g, u) in s.g.iter_mut().zip(&s.u) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            }
+            par_rows(&mut s.g, ffn, &|rows, g| {
+                for (g, u) in g.iter_mut().zip(&s.u[rows.start * ffn..rows.end * ffn]) {
+                    *g = *g / (1.0 + (-*g).exp()) * u;
+                }
+            });
             s.acts.quantize(&s.g, t, ffn);
             let jobs = [MatJob {
                 w: &layer.down,
@@ -386,9 +407,11 @@ impl Llama {
             }];
             // SAFETY: y holds t rows of dim.
             unsafe { kernels::par_matmul(&jobs, &s.acts) };
-            for (x, y) in s.x.iter_mut().zip(&s.y) {
-                *x += y;
-            }
+            par_rows(&mut s.x, dim, &|rows, x| {
+                for (x, y) in x.iter_mut().zip(&s.y[rows.start * dim..rows.end * dim]) {
+                    *x += y;
+                }
+            });
         }
         for (g, span) in segments.iter_mut().zip(&s.spans) {
             g.cache.pos += span.len;
@@ -483,6 +506,21 @@ pub struct Scratch {
     spans: Vec<Span>,
     positions: Vec<usize>,
     acts: QActs,
+}
+
+/// `f(rows, out)` for the rows of `out` (`width` values each), a range of
+/// rows per pool thread when there are enough (a prompt chunk): what the
+/// forward pass does between matmuls must not leave the other threads idle.
+fn par_rows(out: &mut [f32], width: usize, f: &(dyn Fn(Range<usize>, &mut [f32]) + Sync)) {
+    let ptr = SyncPtr(out.as_mut_ptr());
+    kernels::par_for(out.len() / width, 8, &|rows: Range<usize>| {
+        let ptr = ptr;
+        // SAFETY: every call gets a distinct range of rows of `out`.
+        let out = unsafe {
+            std::slice::from_raw_parts_mut(ptr.0.add(rows.start * width), rows.len() * width)
+        };
+        f(rows, out)
+    });
 }
 
 /// Row-wise RMSNorm as candle's `rms_norm` computes it.

@@ -366,30 +366,48 @@ impl QActs {
         self.d.resize(t * nb, 0.0);
         self.s.clear();
         self.s.resize(t * nb, 0.0);
-        match level() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: the level was detected on this CPU.
-            Level::Avx512 | Level::Avx2 => unsafe { x86::quantize_avx2(self, x, t, k) },
-            _ => quantize_rows(self, x, t, k),
-        }
+        // Where this CPU has AVX-512, a chunked copy for its kernels.
+        let chunked = if supported_levels().contains(&Level::Avx512) {
+            nb / CHUNK * CHUNK * QK
+        } else {
+            0
+        };
         self.chunked.clear();
-        if supported_levels().contains(&Level::Avx512) {
-            let per_token = nb / CHUNK * CHUNK * QK;
-            self.chunked.resize(t * per_token, 0);
-            for ti in 0..t {
-                let (src, dst) = (
-                    &self.qs[ti * kpad..ti * kpad + per_token],
-                    &mut self.chunked[ti * per_token..(ti + 1) * per_token],
-                );
-                for b in 0..per_token / QK {
-                    let (c, l) = (b / CHUNK, b % CHUNK);
-                    for v in 0..QK / 4 {
-                        let at = c * 512 + v * 64 + l * 4;
-                        dst[at..at + 4].copy_from_slice(&src[b * QK + 4 * v..b * QK + 4 * v + 4]);
+        self.chunked.resize(t * chunked, 0);
+        let dst = QDst {
+            qs: self.qs.as_mut_ptr(),
+            d: self.d.as_mut_ptr(),
+            s: self.s.as_mut_ptr(),
+            chunked: self.chunked.as_mut_ptr(),
+            kpad,
+        };
+        let level = level();
+        // A prompt's tokens quantize on every thread.
+        par_for(t, 8, &|tokens: Range<usize>| {
+            // SAFETY: the buffers were sized for t tokens above; each call of
+            // this closure writes only its own tokens.
+            unsafe {
+                match level {
+                    #[cfg(target_arch = "x86_64")]
+                    // The level was detected on this CPU.
+                    Level::Avx512 | Level::Avx2 => x86::quantize_avx2(dst, x, tokens.clone(), k),
+                    _ => quantize_rows(dst, x, tokens.clone(), k),
+                }
+                for ti in tokens {
+                    let src = std::slice::from_raw_parts(dst.qs.add(ti * kpad), chunked);
+                    let out =
+                        std::slice::from_raw_parts_mut(dst.chunked.add(ti * chunked), chunked);
+                    for b in 0..chunked / QK {
+                        let (c, l) = (b / CHUNK, b % CHUNK);
+                        for v in 0..QK / 4 {
+                            let at = c * 512 + v * 64 + l * 4;
+                            out[at..at + 4]
+                                .copy_from_slice(&src[b * QK + 4 * v..b * QK + 4 * v + 4]);
+                        }
                     }
                 }
             }
-        }
+        });
     }
 
     /// Bytes of [`QActs::chunked`] per token.
@@ -420,19 +438,53 @@ impl QActs {
     }
 }
 
+/// Where [`QActs::quantize`] writes: its buffers, shared by the threads of a
+/// parallel quantize, each writing the rows of its own tokens.
+#[derive(Clone, Copy)]
+pub(crate) struct QDst {
+    pub qs: *mut i8,
+    pub d: *mut f32,
+    pub s: *mut f32,
+    pub chunked: *mut i8,
+    pub kpad: usize,
+}
+// SAFETY: threads write disjoint tokens' rows (see `QActs::quantize`).
+unsafe impl Send for QDst {}
+unsafe impl Sync for QDst {}
+
+/// Quantizes the rows `tokens` of `x` (`k` values each) into `dst`.
+///
+/// # Safety
+/// `dst` is valid for those tokens' rows and nothing else accesses them.
 #[inline(always)]
-pub(crate) fn quantize_rows(a: &mut QActs, x: &[f32], t: usize, k: usize) {
-    let (kpad, nb) = (a.kpad, a.nb());
-    for ti in 0..t {
+pub(crate) unsafe fn quantize_rows(dst: QDst, x: &[f32], tokens: Range<usize>, k: usize) {
+    let (kpad, nb) = (dst.kpad, dst.kpad / QK);
+    for ti in tokens {
         let row = &x[ti * k..(ti + 1) * k];
         for b in 0..k / QK {
             let xs = &row[b * QK..(b + 1) * QK];
-            let q = &mut a.qs[ti * kpad + b * QK..ti * kpad + (b + 1) * QK];
+            let q = std::slice::from_raw_parts_mut(dst.qs.add(ti * kpad + b * QK), QK);
             let (d, s) = quantize_block_q8_1(xs, q);
-            a.d[ti * nb + b] = d;
-            a.s[ti * nb + b] = s;
+            *dst.d.add(ti * nb + b) = d;
+            *dst.s.add(ti * nb + b) = s;
         }
     }
+}
+
+/// Runs `f` over `0..n` split into one contiguous range per pool thread,
+/// when there are at least `min` items per thread (else on the caller).
+pub fn par_for(n: usize, min: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+    let pool = pool::global();
+    if n < 2 * min.max(1) || pool.threads() == 1 {
+        f(0..n);
+        return;
+    }
+    pool.run(&|part, parts| {
+        let (lo, hi) = (n * part / parts, n * (part + 1) / parts);
+        if lo < hi {
+            f(lo..hi);
+        }
+    });
 }
 
 /// One block as ggml's (and candle's) `quantize_row_q8_1`; returns `(d, s)`

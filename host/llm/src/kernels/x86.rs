@@ -408,16 +408,16 @@ pub unsafe fn axpy_f32_avx2(y: &mut [f32], a: f32, x: &[f32]) {
 /// (max |x|, `x · (1/d)`, rounding half away from zero).
 ///
 /// # Safety
-/// The CPU supports AVX2, FMA and F16C; `a` is sized for `t × k`.
+/// The CPU supports AVX2, FMA and F16C; as [`super::quantize_rows`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn quantize_avx2(a: &mut QActs, x: &[f32], t: usize, k: usize) {
+pub unsafe fn quantize_avx2(dst: super::QDst, x: &[f32], tokens: Range<usize>, k: usize) {
     use super::{f16_to_f32, f32_to_f16, QK};
-    let (kpad, nb) = (a.kpad, a.nb());
+    let (kpad, nb) = (dst.kpad, dst.kpad / QK);
     let sign = _mm256_set1_ps(-0.0);
     let half = _mm256_set1_ps(0.5);
     let one = _mm256_set1_ps(1.0);
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for ti in 0..t {
+    for ti in tokens {
         for b in 0..k / QK {
             let xs = x.as_ptr().add(ti * k + b * QK);
             let v = [
@@ -458,14 +458,11 @@ pub unsafe fn quantize_avx2(a: &mut QActs, x: &[f32], t: usize, k: usize) {
             let p16a = _mm256_packs_epi32(iv[0], iv[1]);
             let p16b = _mm256_packs_epi32(iv[2], iv[3]);
             let p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b), order);
-            _mm256_storeu_si256(
-                a.qs.as_mut_ptr().add(ti * kpad + b * QK) as *mut __m256i,
-                p8,
-            );
+            _mm256_storeu_si256(dst.qs.add(ti * kpad + b * QK) as *mut __m256i, p8);
             let d16 = f32_to_f16(d);
             let s16 = f32_to_f16(f16_to_f32(f32_to_f16(sumi as f32)) * f16_to_f32(d16));
-            a.d[ti * nb + b] = f16_to_f32(d16);
-            a.s[ti * nb + b] = f16_to_f32(s16);
+            *dst.d.add(ti * nb + b) = f16_to_f32(d16);
+            *dst.s.add(ti * nb + b) = f16_to_f32(s16);
         }
     }
 }
