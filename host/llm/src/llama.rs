@@ -514,10 +514,9 @@ pub struct Scratch {
 fn par_rows(out: &mut [f32], width: usize, f: &(dyn Fn(Range<usize>, &mut [f32]) + Sync)) {
     let ptr = SyncPtr(out.as_mut_ptr());
     kernels::par_for(out.len() / width, 8, &|rows: Range<usize>| {
-        let ptr = ptr;
         // SAFETY: every call gets a distinct range of rows of `out`.
         let out = unsafe {
-            std::slice::from_raw_parts_mut(ptr.0.add(rows.start * width), rows.len() * width)
+            std::slice::from_raw_parts_mut(ptr.get().add(rows.start * width), rows.len() * width)
         };
         f(rows, out)
     });
@@ -557,6 +556,13 @@ struct SyncPtr(*mut f32);
 // SAFETY: parts of the attention job write disjoint ranges.
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    /// The pointer (a method, so closures capture the whole `SyncPtr`).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 /// Causal attention of every segment's new queries over its own cache,
 /// split across the pool by (segment, query chunk, KV head): the query heads
