@@ -9,7 +9,8 @@
 //!
 //! Formats follow ggml so results match candle's quantized matmul:
 //! - weights ([`QMatrix`]) are Q4_1 or Q8_0 rows, repacked at load time into a
-//!   SIMD-friendly layout (quants of a row first, then its f16 scales);
+//!   SIMD-friendly layout (quants of a row first, then its f16 scales; for
+//!   AVX-512, whole 16-block chunks interleaved: [`Layout`]);
 //! - activations ([`QActs`]) are quantized once per matmul to 8-bit blocks of
 //!   32 exactly as ggml's `quantize_row_q8_1` does (the same quants and scale
 //!   serve Q8_0 weights; Q4_1 also uses the block sum `s`).

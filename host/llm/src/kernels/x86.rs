@@ -5,7 +5,13 @@
 //! activations stay in L2 while every row of the thread's range streams by.
 //! Integer dot products per block (`vpdpbusd` / `vpmaddubsw`: unsigned weight
 //! nibbles × signed activations; Q8_0 weights use the sign trick), scaled in
-//! f32 per block as ggml does.
+//! f32 per block as ggml does. On weights in [`Layout::Chunks16`] the AVX-512
+//! kernel sums a whole chunk of 16 blocks in integers first (lane `l` for
+//! block `l`) and scales once per chunk; the rest of a row (fewer than 16
+//! blocks) goes a pair of blocks at a time.
+//!
+//! Attention (`attend64_avx512`) does the query heads of one KV head
+//! together, 16 positions' scores at a time, with a vectorised `exp`.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
