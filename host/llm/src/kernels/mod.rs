@@ -10,7 +10,7 @@
 //! Formats follow ggml so results match candle's quantized matmul:
 //! - weights ([`QMatrix`]) are Q4_1 or Q8_0 rows, repacked at load time into a
 //!   SIMD-friendly layout (quants of a row first, then its f16 scales; for
-//!   AVX-512, whole 16-block chunks interleaved: [`Layout`]);
+//!   AVX-512, groups of 16 rows interleaved block by block: [`Layout`]);
 //! - activations ([`QActs`]) are quantized once per matmul to 8-bit blocks of
 //!   32 exactly as ggml's `quantize_row_q8_1` does (the same quants and scale
 //!   serve Q8_0 weights; Q4_1 also uses the block sum `s`).
@@ -128,16 +128,14 @@ pub enum WeightType {
 ///
 /// Padding blocks have zero quants and scales, so they add nothing.
 ///
-/// With [`Layout::Chunks16`] (chosen where the AVX-512 kernels run) the quants
-/// of every whole chunk of 16 blocks are reordered so that one 64-byte vector
-/// holds 4 values of each of the 16 blocks: 32-bit lane `l` of vector `v`
-/// (after Q4_1's nibbles are unpacked, low nibbles filling lanes 0–7 and high
-/// ones lanes 8–15) is values `4v..4v + 4` of block `l` of the chunk. One
-/// `vpdpbusd` then feeds 16 blocks at once and a chunk's 8 vectors
-/// accumulate in integers before one per-block scaling, instead of a
-/// conversion, a scale shuffle and a multiply-add per pair of blocks: a
-/// third of the instructions per token. Blocks after the last whole chunk
-/// keep the pair layout; scales and mins keep theirs.
+/// With [`Layout::Rows16`] (chosen where the AVX-512 kernels run) rows are
+/// stored in groups of 16, interleaved block by block: for each block `b` of
+/// the group, the 16 rows' quants so that 32-bit lane `l` of one 64-byte
+/// vector holds 4 values of row `l`, then the 16 rows' scales (and mins).
+/// One `vpdpbusd` against 4 activation bytes broadcast to every lane then
+/// advances 16 rows at once and leaves each row's sum in its own lane: no
+/// horizontal reduction per row, no tail for rows of 18 blocks, and a whole
+/// group's results leave in one store per token.
 pub struct QMatrix {
     pub ty: WeightType,
     pub layout: Layout,
@@ -148,27 +146,34 @@ pub struct QMatrix {
     data: Vec<u8>,
 }
 
-/// How a [`QMatrix`] orders the quants of a row.
+/// How a [`QMatrix`] orders its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
-    /// Block after block (Q4_1: blocks in nibble pairs).
+    /// Row after row (Q4_1: blocks in nibble pairs).
     Blocks,
-    /// Whole chunks of 16 blocks interleaved by 4 values, for AVX-512.
-    Chunks16,
+    /// Groups of 16 rows interleaved block by block, for AVX-512 (rows
+    /// padded with zeros to a multiple of 16). Per block of a group:
+    /// - Q4_1: 4 vectors of 64 bytes, lane `l` of vector `p` holding row
+    ///   `l`'s ggml bytes `4p..4p + 4` (values `4p..4p + 4` in the low
+    ///   nibbles, `16 + 4p..` in the high ones); 16 f16 scales; 16 f16 mins.
+    /// - Q8_0: 8 vectors, lane `l` of vector `v` holding row `l`'s values
+    ///   `4v..4v + 4` plus 128 (unsigned, as `vpdpbusd` wants them); 16 f16
+    ///   scales.
+    Rows16,
 }
 
 impl Layout {
     /// The layout the kernels of `level` read.
     pub fn for_level(level: Level) -> Layout {
         match level {
-            Level::Avx512 => Layout::Chunks16,
+            Level::Avx512 => Layout::Rows16,
             _ => Layout::Blocks,
         }
     }
 }
 
-/// Blocks per interleaved chunk ([`Layout::Chunks16`]).
-pub const CHUNK: usize = 16;
+/// Rows per interleaved group ([`Layout::Rows16`]).
+pub const GROUP: usize = 16;
 
 impl QMatrix {
     /// Repacks `rows` rows of `cols` values from ggml's block format, in the
@@ -203,65 +208,66 @@ impl QMatrix {
             );
         }
         let layout = Layout::for_level(level);
-        // Blocks in whole 16-block chunks, in the chunked layout.
-        let chunked = match layout {
-            Layout::Chunks16 => nb / CHUNK * CHUNK,
-            Layout::Blocks => 0,
+        // Each unit (a row, or a group of 16 rows) repacks on its own.
+        let unit_rows = match layout {
+            Layout::Blocks => 1,
+            Layout::Rows16 => GROUP,
         };
-        let repack = |src: &[u8], dst: &mut [u8]| match ty {
-            WeightType::Q4_1 => {
-                let (qs, scales) = dst.split_at_mut(kpad / 2);
-                for b in 0..nb_in {
-                    let blk = &src[b * 20..(b + 1) * 20];
-                    scales[2 * b..2 * b + 2].copy_from_slice(&blk[0..2]);
-                    scales[2 * nb + 2 * b..2 * nb + 2 * b + 2].copy_from_slice(&blk[2..4]);
-                    // ggml: byte j holds value j (low nibble) and j + 16 (high).
-                    let q = &blk[4..20];
-                    let value = |j: usize| if j < 16 { q[j] & 0x0F } else { q[j - 16] >> 4 };
-                    if b < chunked {
-                        let (c, l) = (b / CHUNK, b % CHUNK);
-                        let shift = 4 * (l / 8);
-                        for j in 0..QK {
-                            qs[c * 256 + (j / 4) * 32 + (l % 8) * 4 + j % 4] |= value(j) << shift;
+        let repack = |first: usize, dst: &mut [u8]| {
+            let n = unit_rows.min(rows - first);
+            for l in 0..n {
+                let r = first + l;
+                let src = &raw[r * nb_in * in_block..(r + 1) * nb_in * in_block];
+                for (b, blk) in src.chunks_exact(in_block).enumerate() {
+                    let (at, scale) = block_at(layout, ty, nb, l, b);
+                    let (d, rest) = blk.split_at(2);
+                    dst[scale..scale + 2].copy_from_slice(d);
+                    match (ty, layout) {
+                        (WeightType::Q4_1, Layout::Blocks) => {
+                            // Low nibble: block 2p; high nibble: block 2p + 1.
+                            // ggml: byte j holds value j (low) and j + 16 (high).
+                            dst[kpad / 2 + 2 * nb + 2 * b..][..2].copy_from_slice(&rest[..2]);
+                            let q = &rest[2..];
+                            let shift = 4 * (b % 2);
+                            for j in 0..QK {
+                                let v = if j < 16 { q[j] & 0x0F } else { q[j - 16] >> 4 };
+                                dst[at + j] |= v << shift;
+                            }
                         }
-                    } else {
-                        let pair = &mut qs[(b / 2) * 32..(b / 2) * 32 + 32];
-                        let shift = 4 * (b % 2);
-                        for j in 0..QK {
-                            pair[j] |= value(j) << shift;
+                        (WeightType::Q4_1, Layout::Rows16) => {
+                            dst[scale + 2 * GROUP..][..2].copy_from_slice(&rest[..2]);
+                            for p in 0..4 {
+                                let o = at + p * 64;
+                                dst[o..o + 4].copy_from_slice(&rest[2 + 4 * p..6 + 4 * p]);
+                            }
+                        }
+                        (WeightType::Q8_0, Layout::Blocks) => {
+                            dst[at..at + QK].copy_from_slice(rest);
+                        }
+                        (WeightType::Q8_0, Layout::Rows16) => {
+                            for v in 0..QK / 4 {
+                                for k in 0..4 {
+                                    dst[at + v * 64 + k] = rest[4 * v + k] ^ 0x80;
+                                }
+                            }
                         }
                     }
                 }
             }
-            WeightType::Q8_0 => {
-                let (qs, scales) = dst.split_at_mut(kpad);
-                for b in 0..nb_in {
-                    let blk = &src[b * 34..(b + 1) * 34];
-                    scales[2 * b..2 * b + 2].copy_from_slice(&blk[0..2]);
-                    if b < chunked {
-                        let (c, l) = (b / CHUNK, b % CHUNK);
-                        for v in 0..QK / 4 {
-                            let at = c * 512 + v * 64 + l * 4;
-                            qs[at..at + 4].copy_from_slice(&blk[2 + 4 * v..6 + 4 * v]);
-                        }
-                    } else {
-                        qs[b * 32..b * 32 + 32].copy_from_slice(&blk[2..34]);
-                    }
-                }
-            }
         };
-        // Rows are independent: large matrices repack on every CPU (this is
+        // Units are independent: large matrices repack on every CPU (this is
         // most of a model's load time).
-        let mut data = vec![0u8; rows * row_bytes];
+        let unit_bytes = unit_rows * row_bytes;
+        let units = rows.div_ceil(unit_rows);
+        let mut data = vec![0u8; units * unit_bytes];
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let per = rows.div_ceil(threads.min(rows.div_ceil(256)).max(1));
+        let per = units.div_ceil(threads.min(rows.div_ceil(256)).max(1));
         std::thread::scope(|scope| {
-            for (i, part) in data.chunks_mut(per * row_bytes).enumerate() {
+            for (i, part) in data.chunks_mut(per * unit_bytes).enumerate() {
                 let repack = &repack;
                 scope.spawn(move || {
-                    for (k, dst) in part.chunks_exact_mut(row_bytes).enumerate() {
-                        let r = i * per + k;
-                        repack(&raw[r * nb_in * in_block..(r + 1) * nb_in * in_block], dst);
+                    for (k, dst) in part.chunks_exact_mut(unit_bytes).enumerate() {
+                        repack((i * per + k) * unit_rows, dst);
                     }
                 });
             }
@@ -277,8 +283,17 @@ impl QMatrix {
         })
     }
 
+    /// Row `r`'s bytes ([`Layout::Blocks`] only).
     pub fn row(&self, r: usize) -> &[u8] {
+        assert_eq!(self.layout, Layout::Blocks, "rows are interleaved");
         &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// Group `g`'s bytes ([`Layout::Rows16`] only): rows `16g..16g + 16`.
+    pub fn group(&self, g: usize) -> &[u8] {
+        assert_eq!(self.layout, Layout::Rows16, "rows are not interleaved");
+        let bytes = GROUP * self.row_bytes;
+        &self.data[g * bytes..(g + 1) * bytes]
     }
 
     /// Blocks per (padded) row.
@@ -288,42 +303,50 @@ impl QMatrix {
 
     /// Row `r` as f32 (`cols` values), as ggml's `dequantize_row_*` computes it.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        let row = self.row(r);
         let nb = self.nb();
-        match self.ty {
-            WeightType::Q4_1 => {
-                let (qs, scales) = row.split_at(self.kpad / 2);
-                for (i, o) in out[..self.cols].iter_mut().enumerate() {
-                    let b = i / QK;
-                    let (at, shift) = quant_at(self.layout, self.ty, nb, b, i % QK);
-                    let q = (qs[at] >> shift) & 0x0F;
-                    let d = f16_to_f32(read_u16(scales, b));
-                    let m = f16_to_f32(read_u16(scales, nb + b));
-                    *o = q as f32 * d + m;
-                }
-            }
-            WeightType::Q8_0 => {
-                let (qs, scales) = row.split_at(self.kpad);
-                for (i, o) in out[..self.cols].iter_mut().enumerate() {
-                    let d = f16_to_f32(read_u16(scales, i / QK));
-                    let (at, _) = quant_at(self.layout, self.ty, nb, i / QK, i % QK);
-                    *o = qs[at] as i8 as f32 * d;
-                }
+        let (unit, l) = match self.layout {
+            Layout::Blocks => (self.row(r), 0),
+            Layout::Rows16 => (self.group(r / GROUP), r % GROUP),
+        };
+        for (b, out) in out[..self.cols].chunks_exact_mut(QK).enumerate() {
+            let (at, scale) = block_at(self.layout, self.ty, nb, l, b);
+            let d = f16_to_f32(read_u16(&unit[scale..], 0));
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = match (self.ty, self.layout) {
+                    (WeightType::Q4_1, layout) => {
+                        let (byte, shift) = match layout {
+                            Layout::Blocks => (at + j, 4 * (b % 2)),
+                            Layout::Rows16 => (at + (j % 16 / 4) * 64 + j % 4, 4 * (j / 16)),
+                        };
+                        let m = match layout {
+                            Layout::Blocks => read_u16(&unit[self.kpad / 2 + 2 * nb..], b),
+                            Layout::Rows16 => read_u16(&unit[scale + 2 * GROUP..], 0),
+                        };
+                        ((unit[byte] >> shift) & 0x0F) as f32 * d + f16_to_f32(m)
+                    }
+                    (WeightType::Q8_0, Layout::Blocks) => unit[at + j] as i8 as f32 * d,
+                    (WeightType::Q8_0, Layout::Rows16) => {
+                        (unit[at + (j / 4) * 64 + j % 4] ^ 0x80) as i8 as f32 * d
+                    }
+                };
             }
         }
     }
 }
 
-/// Where value `j` of block `b` sits among a row's quants (of `nb` blocks):
-/// the byte, and for Q4_1 the shift of its nibble.
-fn quant_at(layout: Layout, ty: WeightType, nb: usize, b: usize, j: usize) -> (usize, u32) {
-    let chunked = layout == Layout::Chunks16 && b < nb / CHUNK * CHUNK;
-    let (c, l, v, k) = (b / CHUNK, b % CHUNK, j / 4, j % 4);
-    match (ty, chunked) {
-        (WeightType::Q4_1, false) => ((b / 2) * 32 + j, 4 * (b as u32 % 2)),
-        (WeightType::Q4_1, true) => (c * 256 + v * 32 + (l % 8) * 4 + k, 4 * (l as u32 / 8)),
-        (WeightType::Q8_0, false) => (b * QK + j, 0),
-        (WeightType::Q8_0, true) => (c * 512 + v * 64 + l * 4 + k, 0),
+/// Where block `b` of row `l` of a unit (a row in [`Layout::Blocks`], a
+/// group of 16 rows in [`Layout::Rows16`], whose rows have `nb` blocks)
+/// starts: its first quant byte (Q4_1 blocks: the byte of the pair; Rows16:
+/// row `l`'s bytes in the block's first vector) and its f16 scale.
+fn block_at(layout: Layout, ty: WeightType, nb: usize, l: usize, b: usize) -> (usize, usize) {
+    let kpad = nb * QK;
+    match (ty, layout) {
+        (WeightType::Q4_1, Layout::Blocks) => ((b / 2) * 32, kpad / 2 + 2 * b),
+        (WeightType::Q8_0, Layout::Blocks) => (b * QK, kpad + 2 * b),
+        // Per block: 256 bytes of quants, 16 scales, 16 mins.
+        (WeightType::Q4_1, Layout::Rows16) => (b * 320 + 4 * l, b * 320 + 256 + 2 * l),
+        // Per block: 512 bytes of quants, 16 scales.
+        (WeightType::Q8_0, Layout::Rows16) => (b * 544 + 4 * l, b * 544 + 512 + 2 * l),
     }
 }
 
@@ -341,11 +364,10 @@ pub struct QActs {
     pub qs: Vec<i8>,
     pub d: Vec<f32>,
     pub s: Vec<f32>,
-    /// Where this CPU has AVX-512: the quants of every whole chunk of 16
-    /// blocks again, in the order [`Layout::Chunks16`] weights pair with
-    /// (lane `l` of vector `v`: values `4v..4v + 4` of the chunk's block
-    /// `l`); `nb / 16 * 512` bytes per token.
-    pub chunked: Vec<i8>,
+    /// Each block's sum of quants (what `s` is before scaling and rounding):
+    /// the [`Layout::Rows16`] Q8_0 kernel stores weights plus 128 and
+    /// subtracts `128 · sum`.
+    pub sums: Vec<i32>,
 }
 
 impl QActs {
@@ -367,19 +389,13 @@ impl QActs {
         self.d.resize(t * nb, 0.0);
         self.s.clear();
         self.s.resize(t * nb, 0.0);
-        // Where this CPU has AVX-512, a chunked copy for its kernels.
-        let chunked = if supported_levels().contains(&Level::Avx512) {
-            nb / CHUNK * CHUNK * QK
-        } else {
-            0
-        };
-        self.chunked.clear();
-        self.chunked.resize(t * chunked, 0);
+        self.sums.clear();
+        self.sums.resize(t * nb, 0);
         let dst = QDst {
             qs: self.qs.as_mut_ptr(),
             d: self.d.as_mut_ptr(),
             s: self.s.as_mut_ptr(),
-            chunked: self.chunked.as_mut_ptr(),
+            sums: self.sums.as_mut_ptr(),
             kpad,
         };
         let level = level();
@@ -391,29 +407,11 @@ impl QActs {
                 match level {
                     #[cfg(target_arch = "x86_64")]
                     // The level was detected on this CPU.
-                    Level::Avx512 | Level::Avx2 => x86::quantize_avx2(dst, x, tokens.clone(), k),
-                    _ => quantize_rows(dst, x, tokens.clone(), k),
-                }
-                for ti in tokens {
-                    let src = std::slice::from_raw_parts(dst.qs.add(ti * kpad), chunked);
-                    let out =
-                        std::slice::from_raw_parts_mut(dst.chunked.add(ti * chunked), chunked);
-                    for b in 0..chunked / QK {
-                        let (c, l) = (b / CHUNK, b % CHUNK);
-                        for v in 0..QK / 4 {
-                            let at = c * 512 + v * 64 + l * 4;
-                            out[at..at + 4]
-                                .copy_from_slice(&src[b * QK + 4 * v..b * QK + 4 * v + 4]);
-                        }
-                    }
+                    Level::Avx512 | Level::Avx2 => x86::quantize_avx2(dst, x, tokens, k),
+                    _ => quantize_rows(dst, x, tokens, k),
                 }
             }
         });
-    }
-
-    /// Bytes of [`QActs::chunked`] per token.
-    pub fn chunked_stride(&self) -> usize {
-        self.nb() / CHUNK * CHUNK * QK
     }
 
     #[cfg(test)]
@@ -423,7 +421,7 @@ impl QActs {
         other.qs = vec![0; self.qs.len()];
         other.d = vec![0.0; self.d.len()];
         other.s = vec![0.0; self.s.len()];
-        other.chunked = self.chunked.clone();
+        other.sums = vec![0; self.sums.len()];
     }
 
     pub fn token_qs(&self, t: usize) -> &[i8] {
@@ -446,7 +444,7 @@ pub(crate) struct QDst {
     pub qs: *mut i8,
     pub d: *mut f32,
     pub s: *mut f32,
-    pub chunked: *mut i8,
+    pub sums: *mut i32,
     pub kpad: usize,
 }
 // SAFETY: threads write disjoint tokens' rows (see `QActs::quantize`).
@@ -465,9 +463,10 @@ pub(crate) unsafe fn quantize_rows(dst: QDst, x: &[f32], tokens: Range<usize>, k
         for b in 0..k / QK {
             let xs = &row[b * QK..(b + 1) * QK];
             let q = std::slice::from_raw_parts_mut(dst.qs.add(ti * kpad + b * QK), QK);
-            let (d, s) = quantize_block_q8_1(xs, q);
+            let (d, s, sum) = quantize_block_q8_1(xs, q);
             *dst.d.add(ti * nb + b) = d;
             *dst.s.add(ti * nb + b) = s;
+            *dst.sums.add(ti * nb + b) = sum;
         }
     }
 }
@@ -489,9 +488,9 @@ pub fn par_for(n: usize, min: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
 }
 
 /// One block as ggml's (and candle's) `quantize_row_q8_1`; returns `(d, s)`
-/// rounded through f16.
+/// rounded through f16, and the sum of the quants.
 #[inline(always)]
-fn quantize_block_q8_1(xs: &[f32], q: &mut [i8]) -> (f32, f32) {
+fn quantize_block_q8_1(xs: &[f32], q: &mut [i8]) -> (f32, f32, i32) {
     let mut amax = 0f32;
     for &x in xs {
         amax = amax.max(x.abs());
@@ -505,7 +504,7 @@ fn quantize_block_q8_1(xs: &[f32], q: &mut [i8]) -> (f32, f32) {
     }
     let d16 = f32_to_f16(d);
     let s16 = f32_to_f16(f16_to_f32(f32_to_f16(sum as f32)) * f16_to_f32(d16));
-    (f16_to_f32(d16), f16_to_f32(s16))
+    (f16_to_f32(d16), f16_to_f32(s16), sum)
 }
 
 /// IEEE half → single.
@@ -587,21 +586,19 @@ pub unsafe fn matmul_rows(level: Level, w: &QMatrix, rows: Range<usize>, acts: &
         w.kpad, acts.kpad,
         "activation length does not match the weights"
     );
-    // Only the AVX-512 kernels read the chunked layout (they read both).
+    // Interleaved rows are read by the AVX-512 kernels alone; on rows in
+    // the block layout an AVX-512 CPU runs its AVX2 kernels.
     assert!(
         w.layout == Layout::Blocks || level == Level::Avx512,
         "{level:?} kernels cannot read {:?} weights",
         w.layout
     );
-    assert!(
-        w.layout == Layout::Blocks || acts.chunked.len() == acts.t * acts.chunked_stride(),
-        "activations lack the chunked copy"
-    );
+    assert_eq!(acts.sums.len(), acts.t * acts.nb(), "activations lack sums");
     match level {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => x86::matmul_avx512(w, rows, acts, out),
+        Level::Avx512 if w.layout == Layout::Rows16 => x86::matmul_avx512(w, rows, acts, out),
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => x86::matmul_avx2(w, rows, acts, out),
+        Level::Avx512 | Level::Avx2 => x86::matmul_avx2(w, rows, acts, out),
         #[cfg(target_arch = "aarch64")]
         Level::Neon => aarch64::matmul_neon(w, rows, acts, out),
         _ => scalar::matmul(w, rows, acts, out),
@@ -615,8 +612,8 @@ pub struct MatJob<'a> {
 }
 
 /// Rows are handed out in multiples of this (cache lines of output, whole
-/// tiles).
-const ROW_GRAIN: usize = 16;
+/// interleaved groups).
+const ROW_GRAIN: usize = GROUP;
 
 /// Pieces of work per pool thread in a parallel matmul. Threads take pieces
 /// from a shared counter rather than a fixed share each, so a thread the OS

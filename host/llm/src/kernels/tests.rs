@@ -40,12 +40,18 @@ fn run(level: Level, w: &QMatrix, acts: &QActs) -> Vec<f32> {
         ptr: out.as_mut_ptr(),
         stride: w.rows,
     };
-    // Uneven row ranges exercise the range handling of every kernel.
+    // Uneven row ranges exercise the range handling of every kernel; rows
+    // outside the range stay untouched.
     let split = w.rows / 3;
-    unsafe {
-        matmul_rows(level, w, 0..split, acts, o);
-        matmul_rows(level, w, split..w.rows, acts, o);
+    unsafe { matmul_rows(level, w, 0..split, acts, o) };
+    for t in 0..acts.t {
+        let rest = &out[t * w.rows + split..(t + 1) * w.rows];
+        assert!(
+            rest.iter().all(|v| v.is_nan()),
+            "{level:?} wrote outside its rows"
+        );
     }
+    unsafe { matmul_rows(level, w, split..w.rows, acts, o) };
     out
 }
 
@@ -58,15 +64,16 @@ fn every_level_matches_scalar() {
     // as test.sh does) must exercise the NEON kernels.
     #[cfg(target_arch = "aarch64")]
     assert!(levels.contains(&Level::Neon), "{levels:?}");
-    // 576 = 18 blocks (a partial 16-block chunk), 96 = padding to 128,
-    // 1536 = 48 blocks; token counts cover every tile size and a second group.
+    // 576 = 18 blocks, 96 = padding to 128, 1536 = 48 blocks; row counts
+    // that are not multiples of 16 (a partial interleaved group, and ranges
+    // that split one); token counts cover every tile size and a second group.
     for ty in [WeightType::Q4_1, WeightType::Q8_0] {
         for &(rows, cols) in &[(37, 576), (20, 96), (33, 1536)] {
             let raw = random_ggml(&mut rng, ty, rows, cols);
             let matrix = |level| QMatrix::from_ggml_for(level, ty, rows, cols, &raw).unwrap();
             let scalar = matrix(Level::Scalar);
             // Each level with the layout it loads; AVX-512 also with the block
-            // layout (it reads both).
+            // layout (which it hands to its AVX2 kernels).
             let mut cases: Vec<(Level, QMatrix)> =
                 levels[1..].iter().map(|&l| (l, matrix(l))).collect();
             if levels.contains(&Level::Avx512) {
@@ -118,6 +125,8 @@ fn quantized_activations_match_candle() {
             assert_eq!(s.to_bits(), acts.token_s(ti)[b].to_bits(), "s of {ti}/{b}");
             let qs: Vec<i8> = blk[4..].iter().map(|&v| v as i8).collect();
             assert_eq!(&qs[..], &acts.token_qs(ti)[b * QK..(b + 1) * QK]);
+            let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+            assert_eq!(sum, acts.sums[ti * nb + b], "sum of {ti}/{b}");
         }
     }
 }
@@ -142,7 +151,7 @@ fn quantizers_match_scalar() {
         qs: got.qs.as_mut_ptr(),
         d: got.d.as_mut_ptr(),
         s: got.s.as_mut_ptr(),
-        chunked: got.chunked.as_mut_ptr(),
+        sums: got.sums.as_mut_ptr(),
         kpad: got.kpad,
     };
     // SAFETY: `got` has the shape of `want`: t tokens of k values.
@@ -150,6 +159,7 @@ fn quantizers_match_scalar() {
     assert_eq!(want.qs, got.qs);
     assert_eq!(want.d, got.d);
     assert_eq!(want.s, got.s);
+    assert_eq!(want.sums, got.sums);
 }
 
 #[test]
@@ -188,10 +198,10 @@ fn scalar_matmul_matches_candle() {
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();
-        let chunked = QMatrix::from_ggml_for(Level::Avx512, ty, rows, cols, &raw).unwrap();
-        assert_eq!(chunked.layout, Layout::Chunks16);
+        let rows16 = QMatrix::from_ggml_for(Level::Avx512, ty, rows, cols, &raw).unwrap();
+        assert_eq!(rows16.layout, Layout::Rows16);
         let mut row = vec![0f32; cols];
-        for m in [&w, &chunked] {
+        for m in [&w, &rows16] {
             for (r, want) in deq.iter().enumerate() {
                 m.dequantize_row(r, &mut row);
                 assert_eq!(&row, want, "{ty:?} {:?} row {r}", m.layout);
