@@ -396,9 +396,7 @@ impl Llama {
             // SAFETY: g and u hold t rows of ffn.
             unsafe { kernels::par_matmul(&jobs, &s.acts) };
             par_rows(&mut s.g, ffn, &|rows, g| {
-                for (g, u) in g.iter_mut().zip(&s.u[rows.start * ffn..rows.end * ffn]) {
-                    *g = *g / (1.0 + (-*g).exp()) * u;
-                }
+                kernels::silu_mul(g, &s.u[rows.start * ffn..rows.end * ffn])
             });
             s.acts.quantize(&s.g, t, ffn);
             let jobs = [MatJob {

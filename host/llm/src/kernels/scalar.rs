@@ -82,6 +82,13 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     s + (acc[0] + acc[2]) + (acc[1] + acc[3])
 }
 
+/// [`super::silu_mul`], one libm `exp` per value.
+pub fn silu_mul(g: &mut [f32], u: &[f32]) {
+    for (g, u) in g.iter_mut().zip(u) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
 #[inline(always)]
 pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     for (y, &x) in y.iter_mut().zip(x) {

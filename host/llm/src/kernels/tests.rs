@@ -246,6 +246,36 @@ fn f32_helpers_match_scalar() {
     }
 }
 
+/// SwiGLU's gate at every level against f64, over lengths that end inside and
+/// on 16-value blocks and gates from deep in both tails (where `e^-x`
+/// overflows or vanishes).
+#[test]
+fn silu_mul_matches_f64() {
+    let mut rng = StdRng::seed_from_u64(19);
+    for &level in &supported_levels() {
+        for n in [1, 15, 16, 33, 1536] {
+            let mut g = random_f32(&mut rng, n, 12.0);
+            g[0] = -200.0;
+            if n > 1 {
+                g[1] = 200.0;
+            }
+            let u = random_f32(&mut rng, n, 3.0);
+            let want: Vec<f64> = g
+                .iter()
+                .zip(&u)
+                .map(|(&g, &u)| g as f64 / (1.0 + (-(g as f64)).exp()) * u as f64)
+                .collect();
+            silu_mul_at(level, &mut g, &u);
+            for (i, (got, want)) in g.iter().zip(&want).enumerate() {
+                assert!(
+                    (*got as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                    "{level:?} n={n} [{i}]: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
+
 /// Every level's attention against softmax in f64, for grouped heads and
 /// lengths that end inside and on 16-position blocks; very negative scores
 /// exercise the exponential's underflow.

@@ -441,6 +441,30 @@ pub unsafe fn quantize_avx2(dst: super::QDst, x: &[f32], tokens: Range<usize>, k
     }
 }
 
+/// [`super::silu_mul`], 16 values at a time with [`exp512`].
+///
+/// # Safety
+/// The CPU supports AVX-512 F.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn silu_mul_avx512(g: &mut [f32], u: &[f32]) {
+    let n = g.len().min(u.len());
+    let one = _mm512_set1_ps(1.0);
+    let mut i = 0;
+    while i < n {
+        let mask: __mmask16 = if n - i >= 16 {
+            0xFFFF
+        } else {
+            (1u16 << (n - i)) - 1
+        };
+        let x = _mm512_maskz_loadu_ps(mask, g.as_ptr().add(i));
+        let y = _mm512_maskz_loadu_ps(mask, u.as_ptr().add(i));
+        let e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        let s = _mm512_div_ps(x, _mm512_add_ps(one, e));
+        _mm512_mask_storeu_ps(g.as_mut_ptr().add(i), mask, _mm512_mul_ps(s, y));
+        i += 16;
+    }
+}
+
 /// [`super::scalar::attend`] for 64-wide heads with AVX2 + FMA.
 ///
 /// # Safety
