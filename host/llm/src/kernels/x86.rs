@@ -95,6 +95,16 @@ fn prefetch(blk: *const u8, len: usize) {
     }
 }
 
+/// Prefetches the 64 f32 (4 cache lines) at `p`, which may lie past the end
+/// of its buffer (a prefetch does not fault).
+#[inline(always)]
+fn prefetch_f32x64(p: *const f32) {
+    for line in 0..4 {
+        // SAFETY: prefetching is a hint; any address is allowed.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(16 * line) as *const i8) };
+    }
+}
+
 /// 4 activation bytes (values `at..at + 4` of a token) in every lane.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -521,6 +531,11 @@ pub unsafe fn attend64_avx512<const G: usize>(
     let mut max = [f32::NEG_INFINITY; G];
     let full = n / 16 * 16;
     for j in (0..full).step_by(16) {
+        // The cache is read once per query, mostly from memory: fetch the
+        // next 16 positions' keys while these are scored.
+        for t in 0..16 {
+            prefetch_f32x64(kp.wrapping_add((j + 16 + t) * stride));
+        }
         for h in 0..G {
             let mut d = [_mm512_setzero_ps(); 16];
             for (t, d) in d.iter_mut().enumerate() {
@@ -577,6 +592,7 @@ pub unsafe fn attend64_avx512<const G: usize>(
     // Weighted sum of the values.
     let mut o = [[_mm512_setzero_ps(); 4]; G];
     for j in 0..n {
+        prefetch_f32x64(vp.wrapping_add((j + 16) * stride));
         let v = vp.add(j * stride);
         let vv = [
             _mm512_loadu_ps(v),
