@@ -394,7 +394,7 @@ pub unsafe fn axpy_f32_avx2(y: &mut [f32], a: f32, x: &[f32]) {
 /// The CPU supports AVX2, FMA and F16C; as [`super::quantize_rows`].
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_avx2(dst: super::QDst, x: &[f32], tokens: Range<usize>, k: usize) {
-    use super::{f16_to_f32, f32_to_f16, QK};
+    use super::QK;
     let (kpad, nb) = (dst.kpad, dst.kpad / QK);
     let sign = _mm256_set1_ps(-0.0);
     let half = _mm256_set1_ps(0.5);
@@ -442,13 +442,22 @@ pub unsafe fn quantize_avx2(dst: super::QDst, x: &[f32], tokens: Range<usize>, k
             let p16b = _mm256_packs_epi32(iv[2], iv[3]);
             let p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b), order);
             _mm256_storeu_si256(dst.qs.add(ti * kpad + b * QK) as *mut __m256i, p8);
-            let d16 = f32_to_f16(d);
-            let s16 = f32_to_f16(f16_to_f32(f32_to_f16(sumi as f32)) * f16_to_f32(d16));
-            *dst.d.add(ti * nb + b) = f16_to_f32(d16);
-            *dst.s.add(ti * nb + b) = f16_to_f32(s16);
+            let d = round_f16(d);
+            *dst.d.add(ti * nb + b) = d;
+            *dst.s.add(ti * nb + b) = round_f16(round_f16(sumi as f32) * d);
             *dst.sums.add(ti * nb + b) = sumi;
         }
     }
+}
+
+/// `x` rounded to f16 (to nearest, ties to even) and back, by F16C: the same
+/// value as [`super::f32_to_f16`] then [`super::f16_to_f32`], without their
+/// branches (a block of activations rounds three values).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn round_f16(x: f32) -> f32 {
+    let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x));
+    _mm_cvtss_f32(_mm_cvtph_ps(h))
 }
 
 /// [`super::silu_mul`], 16 values at a time with [`exp512`].
