@@ -352,10 +352,10 @@ impl Llama {
             rope(&mut s.k, nkv, hd, &s.cos, &s.sin);
             for (g, span) in segments.iter_mut().zip(&s.spans) {
                 let rows = span.row * kvdim..(span.row + span.len) * kvdim;
-                g.cache.k[li].extend_from_slice(&s.k[rows.clone()]);
-                g.cache.v[li].extend_from_slice(&s.v[rows]);
+                kernels::extend_f16(&mut g.cache.k[li], &s.k[rows.clone()]);
+                kernels::extend_f16(&mut g.cache.v[li], &s.v[rows]);
             }
-            let kv: Vec<(&[f32], &[f32])> = segments
+            let kv: Vec<(&[u16], &[u16])> = segments
                 .iter()
                 .map(|g| (&g.cache.k[li][..], &g.cache.v[li][..]))
                 .collect();
@@ -467,12 +467,14 @@ pub struct Segment<'a> {
 }
 
 /// One sequence's KV cache: per layer, `[position][kv head][head dim]`, so a
-/// new position is an append.
+/// new position is an append; values in f16 (as llama.cpp keeps them by
+/// default), which halves what attention reads per position and the memory
+/// a sequence holds.
 #[derive(Default)]
 pub struct Cache {
     pos: usize,
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    k: Vec<Vec<u16>>,
+    v: Vec<Vec<u16>>,
 }
 
 /// Where a segment's tokens sit in the batch.
@@ -569,7 +571,7 @@ impl SyncPtr {
 fn attention(
     cfg: &Config,
     spans: &[Span],
-    kv: &[(&[f32], &[f32])],
+    kv: &[(&[u16], &[u16])],
     q: &[f32],
     att: &mut [f32],
     scores: &mut Vec<f32>,

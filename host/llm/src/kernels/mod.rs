@@ -507,24 +507,25 @@ fn quantize_block_q8_1(xs: &[f32], q: &mut [i8]) -> (f32, f32, i32) {
     (f16_to_f32(d16), f16_to_f32(s16), sum)
 }
 
-/// IEEE half → single.
-#[inline]
+/// IEEE half → single, without branches (so loops of it vectorise: the KV
+/// cache is read through it where there is no F16C).
+#[inline(always)]
 pub fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h & 0x8000) as u32) << 16;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let man = (h & 0x3ff) as u32;
-    if exp == 0 {
-        let v = man as f32 * (1.0 / 16_777_216.0);
-        if sign != 0 {
-            -v
-        } else {
-            v
-        }
-    } else if exp == 31 {
-        f32::from_bits(sign | 0x7f80_0000 | (man << 13))
-    } else {
-        f32::from_bits(sign | ((exp + 112) << 23) | (man << 13))
+    let h = h as u32;
+    let em = h & 0x7fff;
+    // Normal numbers: rebias the exponent (15 → 127); infinities and NaNs
+    // (exponent 31) rebias once more, to 255.
+    let mut bits = (em << 13) + (112 << 23);
+    if em >= 0x7c00 {
+        bits += 112 << 23;
     }
+    // Zeros and subnormals: the mantissa times 2^-24, exactly.
+    let f = if em < 0x0400 {
+        em as f32 * (1.0 / 16_777_216.0)
+    } else {
+        f32::from_bits(bits)
+    };
+    f32::from_bits(f.to_bits() | (h & 0x8000) << 16)
 }
 
 /// Single → IEEE half, rounding to nearest even (as the `half` crate does).
@@ -670,6 +671,25 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
+/// Appends `src` to `dst` as f16 bits (rounded to nearest, ties to even):
+/// the KV cache is kept in f16, half the bytes attention reads per position
+/// (what bounds it: the cache of every sequence is read once per token).
+pub fn extend_f16(dst: &mut Vec<u16>, src: &[f32]) {
+    let at = dst.len();
+    dst.resize(at + src.len(), 0);
+    let out = &mut dst[at..];
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level was detected on this CPU.
+        Level::Avx512 | Level::Avx2 => unsafe { x86::to_f16_f16c(src, out) },
+        _ => {
+            for (o, &x) in out.iter_mut().zip(src) {
+                *o = f32_to_f16(x);
+            }
+        }
+    }
+}
+
 /// SwiGLU's `g[i] = silu(g[i]) · u[i]`, `silu(x) = x / (1 + e^-x)`.
 ///
 /// A decoding step of 4 sequences takes ~180k exponentials here (ffn width ×
@@ -703,15 +723,15 @@ pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
 /// One query's attention for the heads that share one KV head: for each of
 /// the `group = q.len() / hd` heads, `out = softmax(q·K · scale) · V` over the
 /// first `n = scores.len() / group` cached positions, where position `j`'s key
-/// and value start at `j * stride + off` of `keys` and `values`. `q` and `out`
+/// and value start at `j * stride + off` of `keys` and `values` (f16 bits). `q` and `out`
 /// hold the heads one after another; `scores` is scratch. Doing a group's
 /// heads together reads each cached vector once instead of once per head.
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
     hd: usize,
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    keys: &[u16],
+    values: &[u16],
     stride: usize,
     off: usize,
     scale: f32,
@@ -738,8 +758,8 @@ pub(crate) fn attend_at(
     level: Level,
     hd: usize,
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    keys: &[u16],
+    values: &[u16],
     stride: usize,
     off: usize,
     scale: f32,
@@ -787,11 +807,16 @@ pub(crate) fn attend_at(
         (Level::Avx2, 64) => unsafe { grouped!(x86::attend64_avx2) },
         (_, 64) => grouped!(scalar::attend64),
         _ => {
+            let mut kf = vec![0f32; hd];
             for (h, (qh, oh)) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)).enumerate() {
                 let scores = &mut scores[h * n..(h + 1) * n];
                 let mut max = f32::NEG_INFINITY;
                 for (j, s) in scores.iter_mut().enumerate() {
-                    *s = dot_f32(qh, &keys[j * stride + off..j * stride + off + hd]) * scale;
+                    let at = j * stride + off;
+                    for (f, &k) in kf.iter_mut().zip(&keys[at..at + hd]) {
+                        *f = f16_to_f32(k);
+                    }
+                    *s = dot_f32(qh, &kf) * scale;
                     max = max.max(*s);
                 }
                 let mut sum = 0f32;
@@ -801,11 +826,11 @@ pub(crate) fn attend_at(
                 }
                 oh.fill(0.0);
                 for (j, &p) in scores.iter().enumerate() {
-                    axpy_f32(
-                        oh,
-                        p / sum,
-                        &values[j * stride + off..j * stride + off + hd],
-                    );
+                    let at = j * stride + off;
+                    for (f, &v) in kf.iter_mut().zip(&values[at..at + hd]) {
+                        *f = f16_to_f32(v);
+                    }
+                    axpy_f32(oh, p / sum, &kf);
                 }
             }
         }

@@ -96,20 +96,27 @@ pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
+/// One cached key or value (f16 bits) as f32.
+#[inline(always)]
+fn f16_row<const HD: usize>(bits: &[u16]) -> [f32; HD] {
+    let bits: &[u16; HD] = bits.try_into().expect("a row of the head size");
+    std::array::from_fn(|d| f16_to_f32(bits[d]))
+}
+
 /// One query's attention for the `G` heads that share a KV head (grouped-
 /// query attention), over `n` cached positions, head dim `HD`: scores
 /// (`q·k · scale`, the same sums as [`dot_f32`]), softmax, and the weighted
 /// sum of values, kept in registers. Each key and value vector is loaded once
 /// for all `G` heads; every head's arithmetic is exactly what it would be
 /// alone. `q` and `out` hold the `G` heads one after another, `scores` is
-/// `G × n` scratch; `keys`/`values` hold position `j`'s vector at
+/// `G × n` scratch; `keys`/`values` hold position `j`'s vector (f16 bits) at
 /// `j * stride + off`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn attend<const HD: usize, const G: usize>(
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    keys: &[u16],
+    values: &[u16],
     stride: usize,
     off: usize,
     scale: f32,
@@ -121,11 +128,9 @@ pub fn attend<const HD: usize, const G: usize>(
         std::array::from_fn(|h| q[h * HD..(h + 1) * HD].try_into().expect("query heads"));
     let mut max = [f32::NEG_INFINITY; G];
     for j in 0..n {
-        let k: &[f32; HD] = keys[j * stride + off..j * stride + off + HD]
-            .try_into()
-            .expect("key of the head size");
+        let k = f16_row::<HD>(&keys[j * stride + off..j * stride + off + HD]);
         for h in 0..G {
-            let s = dot_f32(q[h], k) * scale;
+            let s = dot_f32(q[h], &k) * scale;
             scores[h * n + j] = s;
             max[h] = max[h].max(s);
         }
@@ -139,9 +144,7 @@ pub fn attend<const HD: usize, const G: usize>(
     }
     let mut o = [[0f32; HD]; G];
     for j in 0..n {
-        let v: &[f32; HD] = values[j * stride + off..j * stride + off + HD]
-            .try_into()
-            .expect("value of the head size");
+        let v = f16_row::<HD>(&values[j * stride + off..j * stride + off + HD]);
         for h in 0..G {
             let p = scores[h * n + j] / sum[h];
             for d in 0..HD {
@@ -159,8 +162,8 @@ pub fn attend<const HD: usize, const G: usize>(
 #[allow(clippy::too_many_arguments)]
 pub fn attend64<const G: usize>(
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    keys: &[u16],
+    values: &[u16],
     stride: usize,
     off: usize,
     scale: f32,

@@ -14,6 +14,14 @@ fn random_f32(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
+/// Random values in (-1, 1) as f16 bits (a KV cache's contents).
+fn random_f16(rng: &mut StdRng, n: usize) -> Vec<u16> {
+    random_f32(rng, n, 1.0)
+        .into_iter()
+        .map(f32_to_f16)
+        .collect()
+}
+
 /// Random raw ggml blocks: scales and quants of every possible value,
 /// including Q8_0's -128.
 fn random_ggml(rng: &mut StdRng, ty: WeightType, rows: usize, cols: usize) -> Vec<u8> {
@@ -162,6 +170,31 @@ fn quantizers_match_scalar() {
     assert_eq!(want.sums, got.sums);
 }
 
+/// The KV cache's f16 writes round as the software conversion does.
+#[test]
+fn f16_writes_match_software() {
+    let mut rng = StdRng::seed_from_u64(29);
+    let mut x = random_f32(&mut rng, 1000, 70000.0);
+    x.extend([
+        0.0,
+        -0.0,
+        1e-7,
+        -3e-5,
+        65504.0,
+        65519.0,
+        65520.0,
+        -1e9,
+        f32::INFINITY,
+    ]);
+    x.extend(random_f32(&mut rng, 37, 1e-3));
+    let mut got = vec![7u16];
+    extend_f16(&mut got, &x);
+    assert_eq!(got[0], 7);
+    for (i, (&g, &v)) in got[1..].iter().zip(&x).enumerate() {
+        assert_eq!(g, f32_to_f16(v), "[{i}] {v}");
+    }
+}
+
 #[test]
 fn f16_round_trips_like_half() {
     // Every f16 converts to f32 and back unchanged (NaNs aside).
@@ -295,8 +328,8 @@ fn attention_matches_naive_softmax() {
         ] {
             let (stride, off) = (3 * hd, hd);
             let q = random_f32(&mut rng, group * hd, spread);
-            let keys = random_f32(&mut rng, n * stride, 1.0);
-            let values = random_f32(&mut rng, n * stride, 1.0);
+            let keys = random_f16(&mut rng, n * stride);
+            let values = random_f16(&mut rng, n * stride);
             let scale = 1.0 / (hd as f32).sqrt();
             let mut scores = vec![0f32; group * n];
             let mut out = vec![0f32; group * hd];
@@ -317,7 +350,7 @@ fn attention_matches_naive_softmax() {
                 let s: Vec<f64> = (0..n)
                     .map(|j| {
                         (0..hd)
-                            .map(|d| qh[d] as f64 * keys[j * stride + off + d] as f64)
+                            .map(|d| qh[d] as f64 * f16_to_f32(keys[j * stride + off + d]) as f64)
                             .sum::<f64>()
                             * scale as f64
                     })
@@ -327,7 +360,7 @@ fn attention_matches_naive_softmax() {
                 let sum: f64 = e.iter().sum();
                 for d in 0..hd {
                     let want: f64 = (0..n)
-                        .map(|j| e[j] / sum * values[j * stride + off + d] as f64)
+                        .map(|j| e[j] / sum * f16_to_f32(values[j * stride + off + d]) as f64)
                         .sum();
                     assert!(
                         (out[h * hd + d] as f64 - want).abs() < 1e-5,
@@ -348,8 +381,8 @@ fn grouped_attention_equals_one_head_at_a_time() {
     let (hd, group, n) = (64, 3, 50);
     let stride = 3 * hd;
     let q = random_f32(&mut rng, group * hd, 1.0);
-    let keys = random_f32(&mut rng, n * stride, 1.0);
-    let values = random_f32(&mut rng, n * stride, 1.0);
+    let keys = random_f16(&mut rng, n * stride);
+    let values = random_f16(&mut rng, n * stride);
     for &level in &supported_levels() {
         let mut scores = vec![0f32; group * n];
         let mut together = vec![0f32; group * hd];

@@ -95,13 +95,39 @@ fn prefetch(blk: *const u8, len: usize) {
     }
 }
 
-/// Prefetches the 64 f32 (4 cache lines) at `p`, which may lie past the end
-/// of its buffer (a prefetch does not fault).
+/// Prefetches one cached 64-value head vector (f16: 2 cache lines) at `p`,
+/// which may lie past the end of its buffer (a prefetch does not fault).
 #[inline(always)]
-fn prefetch_f32x64(p: *const f32) {
-    for line in 0..4 {
+fn prefetch_head(p: *const u16) {
+    for line in 0..2 {
         // SAFETY: prefetching is a hint; any address is allowed.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(16 * line) as *const i8) };
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(32 * line) as *const i8) };
+    }
+}
+
+/// 16 f16 values (bits) at `p` as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn load16_f16(p: *const u16) -> __m512 {
+    _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+}
+
+/// `src` as f16 bits into `out` (rounded to nearest, ties to even, as
+/// [`super::f32_to_f16`] rounds).
+///
+/// # Safety
+/// The CPU supports AVX2 and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn to_f16_f16c(src: &[f32], out: &mut [u16]) {
+    let n = src.len().min(out.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(src.as_ptr().add(i)));
+        _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, h);
+        i += 8;
+    }
+    for j in i..n {
+        out[j] = super::f32_to_f16(src[j]);
     }
 }
 
@@ -492,8 +518,8 @@ pub unsafe fn silu_mul_avx512(g: &mut [f32], u: &[f32]) {
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn attend64_avx2<const G: usize>(
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    keys: &[u16],
+    values: &[u16],
     stride: usize,
     off: usize,
     scale: f32,
@@ -515,8 +541,8 @@ pub unsafe fn attend64_avx2<const G: usize>(
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn attend64_avx512<const G: usize>(
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    keys: &[u16],
+    values: &[u16],
     stride: usize,
     off: usize,
     scale: f32,
@@ -538,21 +564,27 @@ pub unsafe fn attend64_avx512<const G: usize>(
     // Scores, and each head's maximum: sixteen positions at a time, their
     // dot products summed across lanes together ([`hsum16`]).
     let mut max = [f32::NEG_INFINITY; G];
+    let mut keys16 = [[_mm512_setzero_ps(); 4]; 16];
     let full = n / 16 * 16;
     for j in (0..full).step_by(16) {
         // The cache is read once per query, mostly from memory: fetch the
         // next 16 positions' keys while these are scored.
+        // These 16 keys widened to f32 once for all the group's heads.
         for t in 0..16 {
-            prefetch_f32x64(kp.wrapping_add((j + 16 + t) * stride));
+            prefetch_head(kp.wrapping_add((j + 16 + t) * stride));
+            let k = kp.add((j + t) * stride);
+            for c in 0..4 {
+                keys16[t][c] = load16_f16(k.add(16 * c));
+            }
         }
         for h in 0..G {
             let mut d = [_mm512_setzero_ps(); 16];
             for (t, d) in d.iter_mut().enumerate() {
-                let k = kp.add((j + t) * stride);
-                let mut a = _mm512_mul_ps(qr[h][0], _mm512_loadu_ps(k));
-                a = _mm512_fmadd_ps(qr[h][1], _mm512_loadu_ps(k.add(16)), a);
-                a = _mm512_fmadd_ps(qr[h][2], _mm512_loadu_ps(k.add(32)), a);
-                *d = _mm512_fmadd_ps(qr[h][3], _mm512_loadu_ps(k.add(48)), a);
+                let k = &keys16[t];
+                let mut a = _mm512_mul_ps(qr[h][0], k[0]);
+                a = _mm512_fmadd_ps(qr[h][1], k[1], a);
+                a = _mm512_fmadd_ps(qr[h][2], k[2], a);
+                *d = _mm512_fmadd_ps(qr[h][3], k[3], a);
             }
             let s = _mm512_mul_ps(hsum16(&d), _mm512_set1_ps(scale));
             _mm512_storeu_ps(sp.add(h * n + j), s);
@@ -562,10 +594,10 @@ pub unsafe fn attend64_avx512<const G: usize>(
     for j in full..n {
         let k = kp.add(j * stride);
         let kv = [
-            _mm512_loadu_ps(k),
-            _mm512_loadu_ps(k.add(16)),
-            _mm512_loadu_ps(k.add(32)),
-            _mm512_loadu_ps(k.add(48)),
+            load16_f16(k),
+            load16_f16(k.add(16)),
+            load16_f16(k.add(32)),
+            load16_f16(k.add(48)),
         ];
         for h in 0..G {
             let mut a = _mm512_mul_ps(qr[h][0], kv[0]);
@@ -601,13 +633,13 @@ pub unsafe fn attend64_avx512<const G: usize>(
     // Weighted sum of the values.
     let mut o = [[_mm512_setzero_ps(); 4]; G];
     for j in 0..n {
-        prefetch_f32x64(vp.wrapping_add((j + 16) * stride));
+        prefetch_head(vp.wrapping_add((j + 16) * stride));
         let v = vp.add(j * stride);
         let vv = [
-            _mm512_loadu_ps(v),
-            _mm512_loadu_ps(v.add(16)),
-            _mm512_loadu_ps(v.add(32)),
-            _mm512_loadu_ps(v.add(48)),
+            load16_f16(v),
+            load16_f16(v.add(16)),
+            load16_f16(v.add(32)),
+            load16_f16(v.add(48)),
         ];
         for h in 0..G {
             let p = _mm512_set1_ps(*sp.add(h * n + j) * inv[h]);
