@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import queue
+import selectors
 import shutil
 import socket
 import statistics
@@ -248,32 +249,65 @@ def http_get(conn, path):
 
 
 def stream_chat(port, body, timeout=600, path="/v1/chat/completions"):
-    """One streaming (chat) completion, timed from the client. Returns a dict with
-    ttft (s to the first non-empty content delta), decode_s (first to last content delta),
-    total_s, prompt_tokens, completion_tokens, finish_reason, text.
+    """One streaming (chat) completion, timed from the client: `stream_many` of one."""
+    return stream_many(port, [body], timeout, path)[0]
+
+
+def stream_many(port, bodies, timeout=600, path="/v1/chat/completions"):
+    """Streaming (chat) completions sent together, one per body, timed from the client.
+    Returns per request a dict with ttft (s to the first non-empty content delta),
+    decode_s (first to last content delta), total_s, prompt_tokens, completion_tokens,
+    finish_reason, text.
 
     The client must cost the measured server as little as possible: on a 2-CPU machine
     every microsecond it spends per token is taken from the server's compute threads
     (http.client's chunked readline plus a JSON parse per event cost ~140 µs per token
-    here). So while streaming it only receives bytes and notes when each piece arrived;
-    the HTTP framing and the events are parsed after the response has ended, each event
-    timed by the arrival of the piece that completed it."""
-    payload = json.dumps(body).encode()
-    request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-               "Content-Type: application/json\r\nAccept: text/event-stream\r\n"
-               f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode() + payload
-    pieces = []  # (arrival time, bytes)
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        t0 = time.perf_counter()
-        sock.sendall(request)
-        recv, note = sock.recv, pieces.append
-        while True:
-            data = recv(65536)
-            if not data:
-                break
-            note((time.perf_counter(), data))
-    t_end = time.perf_counter()
+    here). So while streaming it only receives bytes and notes when each piece arrived,
+    all connections on one thread (no interpreter lock passed between threads per
+    event); the HTTP framing and the events are parsed after the responses have ended,
+    each event timed by the arrival of the piece that completed it."""
+    socks = []
+    starts, ends = {}, {}
+    pieces = {}  # socket -> [(arrival time, bytes)]
+    sel = selectors.DefaultSelector()
+    try:
+        for body in bodies:
+            payload = json.dumps(body).encode()
+            request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                       "Content-Type: application/json\r\nAccept: text/event-stream\r\n"
+                       f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+                       ).encode() + payload
+            sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            socks.append((sock, request))
+        for sock, request in socks:
+            starts[sock] = time.perf_counter()
+            sock.sendall(request)
+            pieces[sock] = []
+            sel.register(sock, selectors.EVENT_READ)
+        open_socks = len(socks)
+        while open_socks:
+            ready = sel.select(timeout)
+            if not ready:
+                raise BenchError(f"POST {path}: no data for {timeout} s")
+            for key, _ in ready:
+                data = key.fileobj.recv(65536)
+                now = time.perf_counter()
+                if data:
+                    pieces[key.fileobj].append((now, data))
+                else:
+                    ends[key.fileobj] = now
+                    sel.unregister(key.fileobj)
+                    open_socks -= 1
+    finally:
+        sel.close()
+        for sock, _ in socks:
+            sock.close()
+    return [parse_stream(pieces[sock], starts[sock], ends[sock], path) for sock, _ in socks]
+
+
+def parse_stream(pieces, t0, t_end, path):
+    """A finished streaming completion's result (see `stream_many`) from its raw pieces."""
     events = sse_events(pieces, path)
     t_first = t_last = None
     usage = timings = finish = None
@@ -613,24 +647,11 @@ class Bench:
             self.concurrency(system, srv.port, c, run, extra)
 
     def concurrency(self, system, port, c, run, extra):
-        barrier = threading.Barrier(c)
-        results = [None] * c
-        errors = []
-
-        def worker(i):
-            try:
-                barrier.wait()
-                results[i] = stream_chat(port, chat_body(decode_prompt(run * 10 + i), self.a.gen_tokens, extra))
-            except Exception as e:  # reported below
-                errors.append(e)
-
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(c)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise BenchError(f"{system}, {c} streams: {errors[0]}")
+        bodies = [chat_body(decode_prompt(run * 10 + i), self.a.gen_tokens, extra) for i in range(c)]
+        try:
+            results = stream_many(port, bodies)
+        except (BenchError, OSError) as e:
+            raise BenchError(f"{system}, {c} streams: {e}") from e
         wall = max(r["t_end"] for r in results) - min(r["t0"] for r in results)
         tokens = sum(r["completion_tokens"] for r in results)
         self.add(system, f"conc{c}_aggregate_tok_s", tokens / wall)
