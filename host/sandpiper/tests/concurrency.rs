@@ -17,9 +17,11 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 fn two_generations_and_health_checks_at_once() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let server = Server::start(&[]);
+    // Long enough to watch: 300 tokens take a second or more even on the
+    // native kernels (a one-sentence answer was over before the first check).
     let long = json!({
-        "model": MODEL, "temperature": 0, "max_tokens": 60,
-        "messages": [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
+        "model": MODEL, "temperature": 0, "max_tokens": 300,
+        "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
     });
     let (solo_status, solo) = server.post("/v1/chat/completions", &long);
     assert_eq!(solo_status, 200);
@@ -32,7 +34,7 @@ fn two_generations_and_health_checks_at_once() {
         // Health checks while both generate.
         let mut worst = Duration::ZERO;
         let mut checks = 0;
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
         while !gens.iter().all(|g| g.is_finished()) && checks < 200 {
             let t = Instant::now();
             let (status, _) = server.get("/health");
@@ -46,6 +48,7 @@ fn two_generations_and_health_checks_at_once() {
             assert_eq!(status, 200, "{body}");
             assert_eq!(body["choices"][0]["message"]["content"], want);
         }
+        eprintln!("{checks} health checks during generation, worst {worst:?}");
         assert!(
             checks >= 3,
             "generations finished too fast to observe ({checks} checks)"
