@@ -552,12 +552,7 @@ class Bench:
 
     def thread_env(self):
         n = str(self.a.threads)
-        env = dict(os.environ, RAYON_NUM_THREADS=n, CANDLE_NUM_THREADS=n, SANDPIPER_THREADS=n)
-        # A developer's RUST_BACKTRACE=1 makes every error the GGUF reader
-        # creates and discards capture a backtrace: not what users run.
-        for var in ("RUST_BACKTRACE", "RUST_LIB_BACKTRACE"):
-            env.pop(var, None)
-        return env
+        return dict(os.environ, RAYON_NUM_THREADS=n, CANDLE_NUM_THREADS=n, SANDPIPER_THREADS=n)
 
     # ----------------------------------------------------------------- sandpiper
 

@@ -158,7 +158,8 @@ fn model_info(id: &str, ct: &gguf_file::Content, vocab_size: usize) -> ModelInfo
     let string = |k: &str| md.get(k).and_then(|v| v.to_string().ok()).cloned();
     let number = |k: &str| {
         md.get(k)
-            .and_then(|v| v.to_u32().ok().or(v.to_u64().ok().map(|x| x as u32)))
+            .and_then(crate::tokenizer::metadata_int)
+            .and_then(|x| u32::try_from(x).ok())
     };
     let architecture = string("general.architecture").unwrap_or_else(|| "llama".into());
     let context_length = number(&format!("{architecture}.context_length")).unwrap_or(2048) as usize;
