@@ -115,9 +115,11 @@ fn prefetch_head(p: *const u16) {
     }
 }
 
-/// 16 f16 values (bits) at `p` as f32.
+/// 16 f16 values (bits) at `p` as f32. Needs no more than the attention
+/// kernel's features: a function asking for more would not be inlined there,
+/// and a call in its loops spills every vector register.
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,avx512f")]
 unsafe fn load16_f16(p: *const u16) -> __m512 {
     _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
 }
