@@ -638,10 +638,19 @@ class Bench:
             self.add(system, f"rtt_{key}_median_ms", median(rtts) * 1e3)
             self.add(system, f"rtt_{key}_p99_ms", percentile(rtts, 99) * 1e3)
         conn.close()
-        for c in a.concurrency:
-            self.concurrency(system, srv.port, c, run, extra)
+        aggregate = {c: self.concurrency(system, srv.port, c, run, extra) for c in a.concurrency}
+        if 1 in aggregate and len(aggregate) > 1:
+            # Paired gain: one stream again right after the most streams, so each
+            # repetition divides by one-stream rates measured on either side.
+            again = self.concurrency(system, srv.port, 1, run + 500, extra, record=False)
+            one = (aggregate[1] + again) / 2
+            for c, agg in aggregate.items():
+                if c > 1:
+                    self.add(system, f"conc{c}_paired_gain", agg / one)
 
-    def concurrency(self, system, port, c, run, extra):
+    def concurrency(self, system, port, c, run, extra, record=True):
+        """c streams at once; records their measures (unless not `record`) and
+        returns the aggregate tok/s."""
         bodies = [chat_body(decode_prompt(run * 10 + i), self.a.gen_tokens, extra) for i in range(c)]
         try:
             results = stream_many(port, bodies)
@@ -649,11 +658,14 @@ class Bench:
             raise BenchError(f"{system}, {c} streams: {e}") from e
         wall = max(r["t_end"] for r in results) - min(r["t0"] for r in results)
         tokens = sum(r["completion_tokens"] for r in results)
+        if not record:
+            return tokens / wall
         self.add(system, f"conc{c}_aggregate_tok_s", tokens / wall)
         self.add(system, f"conc{c}_ttft_s", median([r["ttft"] for r in results]))
         self.add(system, f"conc{c}_latency_s", median([r["total_s"] for r in results]))
         rates = [x for x in (decode_rate(r) for r in results) if x]
         self.add(system, f"conc{c}_stream_tok_s", median(rates) if rates else None)
+        return tokens / wall
 
     def native_decode_at_context(self):
         """bench_native's decode after a prompt as long as the HTTP decode request's
@@ -937,8 +949,16 @@ class Report:
             gains = [f"{names[s]} {self.ratio(self.med(s, f'conc{top}_aggregate_tok_s'), self.med(s, 'conc1_aggregate_tok_s'))}"
                      for s in ("sandpiper", "native", "llama-server")
                      if self.vals(s, f"conc{top}_aggregate_tok_s") and self.vals(s, "conc1_aggregate_tok_s")]
-            L.append(f"Aggregate tok/s of {top} streams ÷ 1 stream: " + "; ".join(gains) + ".")
+            L.append(f"Aggregate tok/s of {top} streams ÷ 1 stream, from the medians above: "
+                     + "; ".join(gains) + ".")
             L.append("")
+            paired = [f"{names[s]} {self.cell(s, f'conc{top}_paired_gain', 2)}×"
+                      for s in ("sandpiper", "llama-server") if self.vals(s, f"conc{top}_paired_gain")]
+            if paired:
+                L.append(f"**Paired, per repetition ({top} streams ÷ the mean of the one-stream runs that "
+                         f"open and close the sequence {', '.join(map(str, a.concurrency))}, 1; median (min–max)): " + "; ".join(paired) + ".** "
+                         "Both include the prompts' prefill (each stream has its own prompt).")
+                L.append("")
         return "\n".join(L)
 
 
