@@ -27,6 +27,12 @@ cargo run --locked --quiet -p sandpiper -- pull
 cargo test --workspace --locked
 (cd guests && cargo test --locked)
 
+# The AVX2 kernels (x86 CPUs without AVX-512 run them) against candle's
+# reference path on the real model; the run above used the best level here.
+if grep -qw avx2 /proc/cpuinfo && grep -qw avx512f /proc/cpuinfo; then
+    SANDPIPER_KERNELS=avx2 cargo test --locked -p sandpiper-llm --test reference
+fi
+
 # The NEON kernels and the native forward pass on them, on an emulated aarch64
 # CPU (qemu-user; .cargo/config.toml names the cross linker and the runner):
 # this machine has no ARM core, and boards run exactly this code.

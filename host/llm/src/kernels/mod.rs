@@ -9,8 +9,9 @@
 //!
 //! Formats follow ggml so results match candle's quantized matmul:
 //! - weights ([`QMatrix`]) are Q4_1 or Q8_0 rows, repacked at load time into a
-//!   SIMD-friendly layout (quants of a row first, then its f16 scales; for
-//!   AVX-512, groups of 16 rows interleaved block by block: [`Layout`]);
+//!   SIMD-friendly layout (for the x86 kernels, groups of 16 rows
+//!   interleaved block by block; elsewhere, quants of a row first, then its
+//!   f16 scales: [`Layout`]);
 //! - activations ([`QActs`]) are quantized once per matmul to 8-bit blocks of
 //!   32 exactly as ggml's `quantize_row_q8_1` does (the same quants and scale
 //!   serve Q8_0 weights; Q4_1 also uses the block sum `s`).
@@ -128,14 +129,15 @@ pub enum WeightType {
 ///
 /// Padding blocks have zero quants and scales, so they add nothing.
 ///
-/// With [`Layout::Rows16`] (chosen where the AVX-512 kernels run) rows are
+/// With [`Layout::Rows16`] (chosen where the x86 kernels run) rows are
 /// stored in groups of 16, interleaved block by block: for each block `b` of
 /// the group, the 16 rows' quants so that 32-bit lane `l` of one 64-byte
 /// vector holds 4 values of row `l`, then the 16 rows' scales (and mins).
 /// One `vpdpbusd` against 4 activation bytes broadcast to every lane then
 /// advances 16 rows at once and leaves each row's sum in its own lane: no
 /// horizontal reduction per row, no tail for rows of 18 blocks, and a whole
-/// group's results leave in one store per token.
+/// group's results leave in one store per token. AVX2 reads each 64-byte
+/// vector as two registers of 8 rows.
 pub struct QMatrix {
     pub ty: WeightType,
     pub layout: Layout,
@@ -151,8 +153,8 @@ pub struct QMatrix {
 pub enum Layout {
     /// Row after row (Q4_1: blocks in nibble pairs).
     Blocks,
-    /// Groups of 16 rows interleaved block by block, for AVX-512 (rows
-    /// padded with zeros to a multiple of 16). Per block of a group:
+    /// Groups of 16 rows interleaved block by block, for AVX-512 and AVX2
+    /// (rows padded with zeros to a multiple of 16). Per block of a group:
     /// - Q4_1: 4 vectors of 64 bytes, lane `l` of vector `p` holding row
     ///   `l`'s ggml bytes `4p..4p + 4` (values `4p..4p + 4` in the low
     ///   nibbles, `16 + 4p..` in the high ones); 16 f16 scales; 16 f16 mins.
@@ -166,7 +168,7 @@ impl Layout {
     /// The layout the kernels of `level` read.
     pub fn for_level(level: Level) -> Layout {
         match level {
-            Level::Avx512 => Layout::Rows16,
+            Level::Avx512 | Level::Avx2 => Layout::Rows16,
             _ => Layout::Blocks,
         }
     }
@@ -587,10 +589,10 @@ pub unsafe fn matmul_rows(level: Level, w: &QMatrix, rows: Range<usize>, acts: &
         w.kpad, acts.kpad,
         "activation length does not match the weights"
     );
-    // Interleaved rows are read by the AVX-512 kernels alone; on rows in
-    // the block layout an AVX-512 CPU runs its AVX2 kernels.
+    // Interleaved rows are read by the x86 kernels alone; rows in the block
+    // layout by the others (on x86, the scalar ones).
     assert!(
-        w.layout == Layout::Blocks || level == Level::Avx512,
+        w.layout == Layout::Blocks || matches!(level, Level::Avx512 | Level::Avx2),
         "{level:?} kernels cannot read {:?} weights",
         w.layout
     );
@@ -599,7 +601,7 @@ pub unsafe fn matmul_rows(level: Level, w: &QMatrix, rows: Range<usize>, acts: &
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 if w.layout == Layout::Rows16 => x86::matmul_avx512(w, rows, acts, out),
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 | Level::Avx2 => x86::matmul_avx2(w, rows, acts, out),
+        Level::Avx2 if w.layout == Layout::Rows16 => x86::matmul_avx2(w, rows, acts, out),
         #[cfg(target_arch = "aarch64")]
         Level::Neon => aarch64::matmul_neon(w, rows, acts, out),
         _ => scalar::matmul(w, rows, acts, out),

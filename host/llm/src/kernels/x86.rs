@@ -1,18 +1,17 @@
 //! x86-64 kernels: AVX2 (+FMA, F16C) and AVX-512 (F, BW, VL, VNNI).
 //!
-//! Both process weights against several tokens at a time (up to four for
-//! AVX2, eight for AVX-512; the weights' nibbles are unpacked once per
-//! tile), tokens in groups of 64 so a group's activations stay in L2 while
-//! every row of the thread's range streams by.
-//! Integer dot products per block, scaled in f32 per block as ggml does.
-//! - AVX2 reads one row in the block layout (`vpmaddubsw`: unsigned weight
-//!   nibbles × signed activations; Q8_0 weights use the sign trick) and
-//!   reduces it per token.
-//! - AVX-512 reads 16 rows interleaved ([`Layout::Rows16`]): `vpdpbusd` of
-//!   one vector of weights (4 values of each of the 16 rows) against 4
-//!   activation bytes broadcast, so lane `l` sums row `l` and a group's 16
-//!   results are stored at once, with no reduction. Q8_0 weights are stored
-//!   plus 128 and the activations' block sums take the 128 back out.
+//! Both read weights as 16 rows interleaved ([`Layout::Rows16`]) against
+//! several tokens at a time (up to four for AVX2, eight for AVX-512; the
+//! weights' nibbles are unpacked once per tile), tokens in groups of 64 so a
+//! group's activations stay in L2 while every row of the thread's range
+//! streams by. Integer dot products per block, scaled in f32 per block as
+//! ggml does. One vector of weights (4 values of each row) against 4
+//! activation bytes broadcast leaves each row's sum in its own lane: results
+//! are stored a group at a time, with no reduction per row.
+//! - AVX-512: `vpdpbusd`, 16 rows per vector. Q8_0 weights are stored plus
+//!   128 and the activations' block sums take the 128 back out.
+//! - AVX2: `vpmaddubsw` + `vpmaddwd`, 8 rows per register (a group in two
+//!   halves); Q8_0 weights flipped back to signed, with the sign trick.
 //!
 //! Attention (`attend64_avx512`) does the query heads of one KV head
 //! together, 16 positions' scores at a time, with a vectorised `exp`.
@@ -251,159 +250,164 @@ unsafe fn tile512_q8_0<const N: usize>(
 // AVX2
 // ---------------------------------------------------------------------------
 
+/// Weights in [`Layout::Rows16`] with AVX2: a 64-byte vector of a group is
+/// two 32-byte registers, rows 0–7 and rows 8–15, each against up to four
+/// tokens at a time, its lanes holding its rows' sums (no reduction per row,
+/// as with AVX-512). The two halves of a group are separate passes over its
+/// blocks; the second reads them from L1 (a group of 48 Q4_1 blocks is 15 KB).
+///
+/// Without `vpdpbusd`, `vpmaddubsw` multiplies unsigned weights by signed
+/// activations into 16-bit pair sums: Q4_1 nibbles (0–15) against
+/// activations (|a| ≤ 127) sum 16 products per lane and block within
+/// 16 × 15 × 127 = 30480, so a block's eight products add in 16 bits before
+/// one `vpmaddwd` widens them. Q8_0 weights (stored plus 128) are flipped back
+/// to signed and use the sign trick (`|w|` × `a·sign(w)`, at most 2 × 128 ×
+/// 127 per pair), widened after each product.
+///
 /// # Safety
-/// The CPU supports AVX2, FMA and F16C; `out` as [`super::matmul_rows`].
+/// The CPU supports AVX2, FMA and F16C; `w` is in [`Layout::Rows16`]; `out`
+/// as [`super::matmul_rows`].
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn matmul_avx2(w: &QMatrix, rows: Range<usize>, acts: &QActs, out: Out) {
+    debug_assert_eq!(w.layout, Layout::Rows16);
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let mut tg = 0;
     while tg < acts.t {
         let tend = (tg + TOKEN_GROUP).min(acts.t);
-        for r in rows.clone() {
-            let mut t = tg;
-            while t < tend {
-                let n = (tend - t).min(4);
-                match (w.ty, n) {
-                    (WeightType::Q4_1, 4) => tile256_q4_1::<4>(w, r, acts, t, out),
-                    (WeightType::Q4_1, 3) => tile256_q4_1::<3>(w, r, acts, t, out),
-                    (WeightType::Q4_1, 2) => tile256_q4_1::<2>(w, r, acts, t, out),
-                    (WeightType::Q4_1, _) => tile256_q4_1::<1>(w, r, acts, t, out),
-                    (WeightType::Q8_0, 4) => tile256_q8_0::<4>(w, r, acts, t, out),
-                    (WeightType::Q8_0, 3) => tile256_q8_0::<3>(w, r, acts, t, out),
-                    (WeightType::Q8_0, 2) => tile256_q8_0::<2>(w, r, acts, t, out),
-                    (WeightType::Q8_0, _) => tile256_q8_0::<1>(w, r, acts, t, out),
+        for g in rows.start / GROUP..rows.end.div_ceil(GROUP) {
+            for half in 0..2 {
+                // The lanes of this half inside `rows`; the others are
+                // computed, not stored.
+                let first = g * GROUP + 8 * half;
+                let (lo, hi) = (rows.start.max(first), rows.end.min(first + 8));
+                if lo >= hi {
+                    continue;
                 }
-                t += n;
+                let mask = _mm256_and_si256(
+                    _mm256_cmpgt_epi32(lane, _mm256_set1_epi32((lo - first) as i32 - 1)),
+                    _mm256_cmpgt_epi32(_mm256_set1_epi32((hi - first) as i32), lane),
+                );
+                let mut t = tg;
+                while t < tend {
+                    let n = (tend - t).min(4);
+                    let at = (g, half, t);
+                    match (w.ty, n) {
+                        (WeightType::Q4_1, 4) => tile256_q4_1::<4>(w, at, acts, out, mask),
+                        (WeightType::Q4_1, 3) => tile256_q4_1::<3>(w, at, acts, out, mask),
+                        (WeightType::Q4_1, 2) => tile256_q4_1::<2>(w, at, acts, out, mask),
+                        (WeightType::Q4_1, _) => tile256_q4_1::<1>(w, at, acts, out, mask),
+                        (WeightType::Q8_0, 4) => tile256_q8_0::<4>(w, at, acts, out, mask),
+                        (WeightType::Q8_0, 3) => tile256_q8_0::<3>(w, at, acts, out, mask),
+                        (WeightType::Q8_0, 2) => tile256_q8_0::<2>(w, at, acts, out, mask),
+                        (WeightType::Q8_0, _) => tile256_q8_0::<1>(w, at, acts, out, mask),
+                    }
+                    t += n;
+                }
             }
         }
         tg = tend;
     }
 }
 
-/// Eight f16 values from `p` (only `n` of them are read; the rest are 0).
+/// 4 activation bytes (values `at..at + 4` of a token) in every lane.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load8_f16(p: *const u8, n: usize) -> __m256 {
-    if n >= 8 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
-    } else {
-        let mut buf = [0u8; 16];
-        std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), 2 * n);
-        _mm256_cvtph_ps(_mm_loadu_si128(buf.as_ptr() as *const __m128i))
-    }
+unsafe fn broadcast4_256(aq: *const i8, at: usize) -> __m256i {
+    _mm256_set1_epi32(std::ptr::read_unaligned(aq.add(at) as *const i32))
 }
 
+/// Half `half` (rows `8·half..8·half + 8`) of group `g` of a Q4_1 matrix
+/// against tokens `t0..t0 + N`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load8_f32(p: *const f32, n: usize) -> __m256 {
-    if n >= 8 {
-        _mm256_loadu_ps(p)
-    } else {
-        let mut buf = [0f32; 8];
-        std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
-        _mm256_loadu_ps(buf.as_ptr())
-    }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn hsum256(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile256_q4_1<const N: usize>(w: &QMatrix, r: usize, acts: &QActs, t0: usize, out: Out) {
-    let nb = w.nb();
-    let kpad = w.kpad;
-    let row = w.row(r).as_ptr();
-    let dptr = row.add(kpad / 2);
-    let mptr = dptr.add(2 * nb);
-    let aq = acts.qs.as_ptr();
-    let mut acc = [_mm256_setzero_ps(); N];
-    let mut macc = [_mm256_setzero_ps(); N];
+unsafe fn tile256_q4_1<const N: usize>(
+    w: &QMatrix,
+    (g, half, t0): (usize, usize, usize),
+    acts: &QActs,
+    out: Out,
+    mask: __m256i,
+) {
+    let (nb, kpad) = (w.nb(), w.kpad);
+    let group = w.group(g).as_ptr();
+    let (aq, ad, as_) = (acts.qs.as_ptr(), acts.d.as_ptr(), acts.s.as_ptr());
     let lo4 = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
-    let one = _mm256_set1_epi32(1);
-    let mut c = 0;
-    while c < nb {
-        let nbc = (nb - c).min(8);
-        let dw = load8_f16(dptr.add(2 * c), nbc);
-        let mw = load8_f16(mptr.add(2 * c), nbc);
-        let mut s = [_mm256_setzero_ps(); N];
-        for i in 0..N {
-            let off = (t0 + i) * nb + c;
-            let da = load8_f32(acts.d.as_ptr().add(off), nbc);
-            let sa = load8_f32(acts.s.as_ptr().add(off), nbc);
-            s[i] = _mm256_mul_ps(dw, da);
-            macc[i] = _mm256_fmadd_ps(mw, sa, macc[i]);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for b in 0..nb {
+        let blk = group.add(b * 320);
+        if half == 0 {
+            prefetch(blk, 320);
         }
-        let mut idx = _mm256_setzero_si256();
-        for p in 0..nbc / 2 {
-            let pb = (c / 2 + p) * 32;
-            let x = _mm256_loadu_si256(row.add(pb) as *const __m256i);
-            let wa = _mm256_and_si256(x, lo4);
-            let wb = _mm256_and_si256(_mm256_srli_epi16(x, 4), lo4);
-            let idx_b = _mm256_add_epi32(idx, one);
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(256 + 16 * half) as *const __m128i));
+        let mw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(288 + 16 * half) as *const __m128i));
+        let mut isum = [_mm256_setzero_si256(); N];
+        for p in 0..4 {
+            let z = _mm256_loadu_si256(blk.add(p * 64 + 32 * half) as *const __m256i);
+            let wl = _mm256_and_si256(z, lo4);
+            let wh = _mm256_and_si256(_mm256_srli_epi16(z, 4), lo4);
             for i in 0..N {
-                let a = aq.add((t0 + i) * kpad + 2 * pb);
-                let aa = _mm256_loadu_si256(a as *const __m256i);
-                let ab = _mm256_loadu_si256(a.add(32) as *const __m256i);
-                let ia = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, aa), ones);
-                let ib = _mm256_madd_epi16(_mm256_maddubs_epi16(wb, ab), ones);
-                let sa = _mm256_permutevar8x32_ps(s[i], idx);
-                let sb = _mm256_permutevar8x32_ps(s[i], idx_b);
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia), sa, acc[i]);
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ib), sb, acc[i]);
+                let a = (t0 + i) * kpad + b * QK;
+                let pl = _mm256_maddubs_epi16(wl, broadcast4_256(aq, a + 4 * p));
+                let ph = _mm256_maddubs_epi16(wh, broadcast4_256(aq, a + 16 + 4 * p));
+                isum[i] = _mm256_add_epi16(isum[i], _mm256_add_epi16(pl, ph));
             }
-            idx = _mm256_add_epi32(idx_b, one);
         }
-        c += 8;
+        for i in 0..N {
+            let ab = (t0 + i) * nb + b;
+            let sum = _mm256_cvtepi32_ps(_mm256_madd_epi16(isum[i], ones));
+            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*ad.add(ab)));
+            acc[i] = _mm256_fmadd_ps(sum, scale, acc[i]);
+            acc[i] = _mm256_fmadd_ps(mw, _mm256_set1_ps(*as_.add(ab)), acc[i]);
+        }
     }
     for i in 0..N {
-        *out.ptr.add((t0 + i) * out.stride + r) = hsum256(_mm256_add_ps(acc[i], macc[i]));
+        let dst = out.ptr.add((t0 + i) * out.stride + g * GROUP + 8 * half);
+        _mm256_maskstore_ps(dst, mask, acc[i]);
     }
 }
 
+/// Half `half` of group `g` of a Q8_0 matrix (quants stored plus 128)
+/// against tokens `t0..t0 + N`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile256_q8_0<const N: usize>(w: &QMatrix, r: usize, acts: &QActs, t0: usize, out: Out) {
-    let nb = w.nb();
-    let kpad = w.kpad;
-    let row = w.row(r).as_ptr();
-    let dptr = row.add(kpad);
-    let aq = acts.qs.as_ptr();
-    let mut acc = [_mm256_setzero_ps(); N];
+unsafe fn tile256_q8_0<const N: usize>(
+    w: &QMatrix,
+    (g, half, t0): (usize, usize, usize),
+    acts: &QActs,
+    out: Out,
+    mask: __m256i,
+) {
+    let (nb, kpad) = (w.nb(), w.kpad);
+    let group = w.group(g).as_ptr();
+    let (aq, ad) = (acts.qs.as_ptr(), acts.d.as_ptr());
+    let flip = _mm256_set1_epi8(-128);
     let ones = _mm256_set1_epi16(1);
-    let one = _mm256_set1_epi32(1);
-    let mut c = 0;
-    while c < nb {
-        let nbc = (nb - c).min(8);
-        let dw = load8_f16(dptr.add(2 * c), nbc);
-        let mut s = [_mm256_setzero_ps(); N];
-        for i in 0..N {
-            let da = load8_f32(acts.d.as_ptr().add((t0 + i) * nb + c), nbc);
-            s[i] = _mm256_mul_ps(dw, da);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for b in 0..nb {
+        let blk = group.add(b * 544);
+        if half == 0 {
+            prefetch(blk, 544);
         }
-        let mut idx = _mm256_setzero_si256();
-        for b in c..c + nbc {
-            let wv = _mm256_loadu_si256(row.add(b * 32) as *const __m256i);
-            let wabs = _mm256_abs_epi8(wv);
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(512 + 16 * half) as *const __m128i));
+        let mut isum = [_mm256_setzero_si256(); N];
+        for v in 0..8 {
+            let z = _mm256_loadu_si256(blk.add(v * 64 + 32 * half) as *const __m256i);
+            let ws = _mm256_xor_si256(z, flip);
+            let wabs = _mm256_abs_epi8(ws);
             for i in 0..N {
-                let a = _mm256_loadu_si256(aq.add((t0 + i) * kpad + b * 32) as *const __m256i);
-                let a = _mm256_sign_epi8(a, wv);
-                let isum = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, a), ones);
-                let scale = _mm256_permutevar8x32_ps(s[i], idx);
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[i]);
+                let a = broadcast4_256(aq, (t0 + i) * kpad + b * QK + 4 * v);
+                let p = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(a, ws));
+                isum[i] = _mm256_add_epi32(isum[i], _mm256_madd_epi16(p, ones));
             }
-            idx = _mm256_add_epi32(idx, one);
         }
-        c += 8;
+        for i in 0..N {
+            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*ad.add((t0 + i) * nb + b)));
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i]), scale, acc[i]);
+        }
     }
     for i in 0..N {
-        *out.ptr.add((t0 + i) * out.stride + r) = hsum256(acc[i]);
+        let dst = out.ptr.add((t0 + i) * out.stride + g * GROUP + 8 * half);
+        _mm256_maskstore_ps(dst, mask, acc[i]);
     }
 }
 
