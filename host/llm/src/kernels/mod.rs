@@ -707,6 +707,9 @@ pub(crate) fn silu_mul_at(level: Level, g: &mut [f32], u: &[f32]) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller passes a level detected on this CPU.
         Level::Avx512 => unsafe { x86::silu_mul_avx512(g, u) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the caller passes a level detected on this CPU.
+        Level::Avx2 => unsafe { x86::silu_mul_avx2(g, u) },
         _ => scalar::silu_mul(g, u),
     }
 }

@@ -13,8 +13,9 @@
 //! - AVX2: `vpmaddubsw` + `vpmaddwd`, 8 rows per register (a group in two
 //!   halves); Q8_0 weights flipped back to signed, with the sign trick.
 //!
-//! Attention (`attend64_avx512`) does the query heads of one KV head
-//! together, 16 positions' scores at a time, with a vectorised `exp`.
+//! Attention (`attend64_avx512`, `attend64_avx2`) does the query heads of
+//! one KV head together, widening each cached f16 vector once for all of
+//! them, with a vectorised `exp`.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -526,11 +527,37 @@ pub unsafe fn silu_mul_avx512(g: &mut [f32], u: &[f32]) {
     }
 }
 
-/// [`super::scalar::attend`] for 64-wide heads with AVX2 + FMA.
+/// [`super::silu_mul`], 8 values at a time with [`exp256`].
 ///
 /// # Safety
-/// The CPU supports AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
+/// The CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn silu_mul_avx2(g: &mut [f32], u: &[f32]) {
+    let n = g.len().min(u.len());
+    let one = _mm256_set1_ps(1.0);
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = _mm256_loadu_ps(g.as_ptr().add(i));
+        let y = _mm256_loadu_ps(u.as_ptr().add(i));
+        let e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), x));
+        let s = _mm256_div_ps(x, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(g.as_mut_ptr().add(i), _mm256_mul_ps(s, y));
+        i += 8;
+    }
+    super::scalar::silu_mul(&mut g[i..n], &u[i..n]);
+}
+
+/// [`super::attend`] for 64-wide heads with AVX2: each position's key is
+/// widened from f16 once (F16C) for all of the group's heads, scores are
+/// fused multiply-adds reduced per position, the softmax's exponentials are
+/// computed 8 at a time ([`exp256`]) instead of one libm call per score, and
+/// the weighted values are summed a half head (32 dimensions) at a time so a
+/// group's accumulators stay in the 16 registers.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C; the slices are as [`super::attend`]
+/// checks.
+#[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn attend64_avx2<const G: usize>(
     q: &[f32],
@@ -542,7 +569,112 @@ pub unsafe fn attend64_avx2<const G: usize>(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    super::scalar::attend::<64, G>(q, keys, values, stride, off, scale, scores, out)
+    let n = scores.len() / G;
+    let (qp, kp, vp, sp) = (
+        q.as_ptr(),
+        keys.as_ptr().add(off),
+        values.as_ptr().add(off),
+        scores.as_mut_ptr(),
+    );
+    let load8 = |p: *const u16| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+    let mut max = [f32::NEG_INFINITY; G];
+    for j in 0..n {
+        let k = kp.add(j * stride);
+        prefetch_head(kp.wrapping_add((j + 8) * stride));
+        let kv: [__m256; 8] = std::array::from_fn(|c| load8(k.add(8 * c)));
+        for h in 0..G {
+            let qh = qp.add(h * 64);
+            let mut a = _mm256_mul_ps(_mm256_loadu_ps(qh), kv[0]);
+            let mut b = _mm256_mul_ps(_mm256_loadu_ps(qh.add(8)), kv[1]);
+            for c in (2..8).step_by(2) {
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(qh.add(8 * c)), kv[c], a);
+                b = _mm256_fmadd_ps(_mm256_loadu_ps(qh.add(8 * c + 8)), kv[c + 1], b);
+            }
+            let s = hsum256(_mm256_add_ps(a, b)) * scale;
+            *sp.add(h * n + j) = s;
+            max[h] = max[h].max(s);
+        }
+    }
+    // Softmax numerators in place, and the reciprocal of each head's sum.
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let mut inv = [0f32; G];
+    for h in 0..G {
+        let row = sp.add(h * n);
+        let m = _mm256_set1_ps(max[h]);
+        let mut sum = _mm256_setzero_ps();
+        let mut j = 0;
+        while j < n {
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((n - j) as i32), lane);
+            let x = _mm256_maskload_ps(row.add(j), mask);
+            let e = _mm256_and_ps(exp256(_mm256_sub_ps(x, m)), _mm256_castsi256_ps(mask));
+            _mm256_maskstore_ps(row.add(j), mask, e);
+            sum = _mm256_add_ps(sum, e);
+            j += 8;
+        }
+        inv[h] = 1.0 / hsum256(sum);
+    }
+    // Weighted sum of the values, half a head at a time.
+    for part in 0..2 {
+        let mut o = [[_mm256_setzero_ps(); 4]; G];
+        for j in 0..n {
+            let v = vp.add(j * stride + 32 * part);
+            prefetch_head(vp.wrapping_add((j + 8) * stride));
+            let vv: [__m256; 4] = std::array::from_fn(|c| load8(v.add(8 * c)));
+            for h in 0..G {
+                let p = _mm256_set1_ps(*sp.add(h * n + j) * inv[h]);
+                for c in 0..4 {
+                    o[h][c] = _mm256_fmadd_ps(p, vv[c], o[h][c]);
+                }
+            }
+        }
+        for h in 0..G {
+            for c in 0..4 {
+                _mm256_storeu_ps(out.as_mut_ptr().add(h * 64 + 32 * part + 8 * c), o[h][c]);
+            }
+        }
+    }
+}
+
+/// Horizontal sum of 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum256(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// `e^x` for 8 lanes, as [`exp512`] computes it, except that `2^n` is built
+/// in the exponent bits, so `x` is clamped to −87..88: below, `e^-87`
+/// (~1.6e−38) instead of 0, nothing next to a softmax's largest term (1);
+/// above, `e^88` (~1.7e38) instead of infinity, which SiLU divides by alike.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn exp256(x: __m256) -> __m256 {
+    let x = _mm256_min_ps(
+        _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
+        _mm256_set1_ps(88.0),
+    );
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm256_set1_ps(1.987_569_2e-4);
+    for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let e = _mm256_fmadd_ps(
+        _mm256_mul_ps(p, r),
+        r,
+        _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+    );
+    let pow2n = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+        _mm256_cvtps_epi32(n),
+        _mm256_set1_epi32(127),
+    ));
+    _mm256_mul_ps(e, _mm256_castsi256_ps(pow2n))
 }
 
 /// [`super::attend`] for 64-wide heads with AVX-512: each head's query and
