@@ -5,7 +5,7 @@
 //! scalar version (the reference, and the fallback everywhere) and in
 //! versions for AVX2 (+FMA, F16C), AVX-512 (F, BW, VL + VNNI) and NEON; the
 //! best one the CPU supports is chosen once, at first use
-//! ([`level`]), and `SANDPIPER_KERNELS=scalar|avx2|avx512|neon` can lower it.
+//! ([`level`]), and `SANDPIPER_KERNELS=scalar|avx2|avxvnni|avx512|neon` can lower it.
 //!
 //! Formats follow ggml so results match candle's quantized matmul:
 //! - weights ([`QMatrix`]) are Q4_1 or Q8_0 rows, repacked at load time into a
@@ -48,6 +48,9 @@ pub enum Level {
     Scalar,
     /// AVX2 + FMA + F16C.
     Avx2,
+    /// The AVX2 set + AVX-VNNI (256-bit `vpdpbusd`: Intel since Alder Lake,
+    /// mostly without AVX-512).
+    AvxVnni,
     /// AVX-512 F/BW/VL + AVX512-VNNI (+ the AVX2 set).
     Avx512,
     /// aarch64 Advanced SIMD.
@@ -59,6 +62,7 @@ impl Level {
         match self {
             Level::Scalar => "scalar",
             Level::Avx2 => "avx2",
+            Level::AvxVnni => "avxvnni",
             Level::Avx512 => "avx512",
             Level::Neon => "neon",
         }
@@ -73,6 +77,9 @@ pub fn supported_levels() -> Vec<Level> {
     {
         if x86::has_avx2() {
             levels.push(Level::Avx2);
+        }
+        if x86::has_avxvnni() {
+            levels.push(Level::AvxVnni);
         }
         if x86::has_avx512() {
             levels.push(Level::Avx512);
@@ -168,7 +175,7 @@ impl Layout {
     /// The layout the kernels of `level` read.
     pub fn for_level(level: Level) -> Layout {
         match level {
-            Level::Avx512 | Level::Avx2 => Layout::Rows16,
+            Level::Avx512 | Level::AvxVnni | Level::Avx2 => Layout::Rows16,
             _ => Layout::Blocks,
         }
     }
@@ -409,7 +416,9 @@ impl QActs {
                 match level {
                     #[cfg(target_arch = "x86_64")]
                     // The level was detected on this CPU.
-                    Level::Avx512 | Level::Avx2 => x86::quantize_avx2(dst, x, tokens, k),
+                    Level::Avx512 | Level::AvxVnni | Level::Avx2 => {
+                        x86::quantize_avx2(dst, x, tokens, k)
+                    }
                     _ => quantize_rows(dst, x, tokens, k),
                 }
             }
@@ -592,7 +601,7 @@ pub unsafe fn matmul_rows(level: Level, w: &QMatrix, rows: Range<usize>, acts: &
     // Interleaved rows are read by the x86 kernels alone; rows in the block
     // layout by the others (on x86, the scalar ones).
     assert!(
-        w.layout == Layout::Blocks || matches!(level, Level::Avx512 | Level::Avx2),
+        w.layout == Layout::Blocks || matches!(level, Level::Avx512 | Level::AvxVnni | Level::Avx2),
         "{level:?} kernels cannot read {:?} weights",
         w.layout
     );
@@ -600,6 +609,8 @@ pub unsafe fn matmul_rows(level: Level, w: &QMatrix, rows: Range<usize>, acts: &
     match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 if w.layout == Layout::Rows16 => x86::matmul_avx512(w, rows, acts, out),
+        #[cfg(target_arch = "x86_64")]
+        Level::AvxVnni if w.layout == Layout::Rows16 => x86::matmul_avxvnni(w, rows, acts, out),
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 if w.layout == Layout::Rows16 => x86::matmul_avx2(w, rows, acts, out),
         #[cfg(target_arch = "aarch64")]
@@ -668,7 +679,7 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     match level() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the level was detected on this CPU.
-        Level::Avx512 | Level::Avx2 => unsafe { x86::dot_f32_avx2(a, b) },
+        Level::Avx512 | Level::AvxVnni | Level::Avx2 => unsafe { x86::dot_f32_avx2(a, b) },
         _ => scalar::dot_f32(a, b),
     }
 }
@@ -683,7 +694,7 @@ pub fn extend_f16(dst: &mut Vec<u16>, src: &[f32]) {
     match level() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the level was detected on this CPU.
-        Level::Avx512 | Level::Avx2 => unsafe { x86::to_f16_f16c(src, out) },
+        Level::Avx512 | Level::AvxVnni | Level::Avx2 => unsafe { x86::to_f16_f16c(src, out) },
         _ => {
             for (o, &x) in out.iter_mut().zip(src) {
                 *o = f32_to_f16(x);
@@ -709,7 +720,7 @@ pub(crate) fn silu_mul_at(level: Level, g: &mut [f32], u: &[f32]) {
         Level::Avx512 => unsafe { x86::silu_mul_avx512(g, u) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller passes a level detected on this CPU.
-        Level::Avx2 => unsafe { x86::silu_mul_avx2(g, u) },
+        Level::AvxVnni | Level::Avx2 => unsafe { x86::silu_mul_avx2(g, u) },
         _ => scalar::silu_mul(g, u),
     }
 }
@@ -720,7 +731,7 @@ pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     match level() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the level was detected on this CPU.
-        Level::Avx512 | Level::Avx2 => unsafe { x86::axpy_f32_avx2(y, a, x) },
+        Level::Avx512 | Level::AvxVnni | Level::Avx2 => unsafe { x86::axpy_f32_avx2(y, a, x) },
         _ => scalar::axpy_f32(y, a, x),
     }
 }
@@ -809,7 +820,7 @@ pub(crate) fn attend_at(
         (Level::Avx512, 64) => unsafe { grouped!(x86::attend64_avx512) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller passes a level detected on this CPU.
-        (Level::Avx2, 64) => unsafe { grouped!(x86::attend64_avx2) },
+        (Level::AvxVnni | Level::Avx2, 64) => unsafe { grouped!(x86::attend64_avx2) },
         (_, 64) => grouped!(scalar::attend64),
         _ => {
             let mut kf = vec![0f32; hd];

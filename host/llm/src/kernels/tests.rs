@@ -86,7 +86,7 @@ fn every_level_matches_scalar() {
                 levels[1..].iter().map(|&l| (l, matrix(l))).collect();
             for &l in levels
                 .iter()
-                .filter(|l| matches!(l, Level::Avx2 | Level::Avx512))
+                .filter(|l| matches!(l, Level::Avx2 | Level::AvxVnni | Level::Avx512))
             {
                 cases.push((l, matrix(Level::Scalar)));
             }

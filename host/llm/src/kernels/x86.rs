@@ -12,6 +12,7 @@
 //!   128 and the activations' block sums take the 128 back out.
 //! - AVX2: `vpmaddubsw` + `vpmaddwd`, 8 rows per register (a group in two
 //!   halves); Q8_0 weights flipped back to signed, with the sign trick.
+//!   With AVX-VNNI (a level of its own), `vpdpbusd` on those registers.
 //!
 //! Attention (`attend64_avx512`, `attend64_avx2`) does the query heads of
 //! one KV head together, widening each cached f16 vector once for all of
@@ -26,6 +27,10 @@ pub fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c")
+}
+
+pub fn has_avxvnni() -> bool {
+    has_avx2() && is_x86_feature_detected!("avxvnni")
 }
 
 pub fn has_avx512() -> bool {
@@ -251,6 +256,27 @@ unsafe fn tile512_q8_0<const N: usize>(
 // AVX2
 // ---------------------------------------------------------------------------
 
+/// The body of [`matmul_avx2`] and [`matmul_avxvnni`]: every tile of
+/// `rows` × tokens through the level's Q4_1 or Q8_0 tile function.
+macro_rules! tiles256 {
+    ($w:ident, $rows:ident, $acts:ident, $out:ident, $q4_1:ident, $q8_0:ident) => {
+        for_each_tile($rows, $acts.t, |at, n, lanes| {
+            let mask = lane_mask(lanes);
+            let (w, acts, out) = ($w, $acts, $out);
+            match (w.ty, n) {
+                (WeightType::Q4_1, 4) => $q4_1::<4>(w, at, acts, out, mask),
+                (WeightType::Q4_1, 3) => $q4_1::<3>(w, at, acts, out, mask),
+                (WeightType::Q4_1, 2) => $q4_1::<2>(w, at, acts, out, mask),
+                (WeightType::Q4_1, _) => $q4_1::<1>(w, at, acts, out, mask),
+                (WeightType::Q8_0, 4) => $q8_0::<4>(w, at, acts, out, mask),
+                (WeightType::Q8_0, 3) => $q8_0::<3>(w, at, acts, out, mask),
+                (WeightType::Q8_0, 2) => $q8_0::<2>(w, at, acts, out, mask),
+                (WeightType::Q8_0, _) => $q8_0::<1>(w, at, acts, out, mask),
+            }
+        })
+    };
+}
+
 /// Weights in [`Layout::Rows16`] with AVX2: a 64-byte vector of a group is
 /// two 32-byte registers, rows 0–7 and rows 8–15, each against up to four
 /// tokens at a time, its lanes holding its rows' sums (no reduction per row,
@@ -271,42 +297,106 @@ unsafe fn tile512_q8_0<const N: usize>(
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn matmul_avx2(w: &QMatrix, rows: Range<usize>, acts: &QActs, out: Out) {
     debug_assert_eq!(w.layout, Layout::Rows16);
-    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    tiles256!(w, rows, acts, out, tile256_q4_1, tile256_q8_0);
+}
+
+/// [`matmul_avx2`] on CPUs with AVX-VNNI (Intel since Alder Lake, most of
+/// which have no AVX-512): `vpdpbusd` on 256-bit registers, as the AVX-512
+/// kernel does on 512 (Q8_0 weights stored plus 128, the activations' block
+/// sums taking it back out).
+///
+/// # Safety
+/// The CPU supports AVX2, FMA, F16C and AVX-VNNI; `w` is in
+/// [`Layout::Rows16`]; `out` as [`super::matmul_rows`].
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+pub unsafe fn matmul_avxvnni(w: &QMatrix, rows: Range<usize>, acts: &QActs, out: Out) {
+    debug_assert_eq!(w.layout, Layout::Rows16);
+    tiles256!(w, rows, acts, out, tile_vnni_q4_1, tile_vnni_q8_0);
+}
+
+/// Calls `tile((g, half, t0), n, lanes)` for every half group (8 rows) of
+/// `rows` and every tile of up to four of `tokens` (in groups of
+/// [`TOKEN_GROUP`]); `lanes` are the half's lanes inside `rows` (a range may
+/// start or end inside a group; the other lanes are computed, not stored).
+#[inline(always)]
+fn for_each_tile(
+    rows: Range<usize>,
+    tokens: usize,
+    mut tile: impl FnMut((usize, usize, usize), usize, Range<i32>),
+) {
     let mut tg = 0;
-    while tg < acts.t {
-        let tend = (tg + TOKEN_GROUP).min(acts.t);
+    while tg < tokens {
+        let tend = (tg + TOKEN_GROUP).min(tokens);
         for g in rows.start / GROUP..rows.end.div_ceil(GROUP) {
             for half in 0..2 {
-                // The lanes of this half inside `rows`; the others are
-                // computed, not stored.
                 let first = g * GROUP + 8 * half;
                 let (lo, hi) = (rows.start.max(first), rows.end.min(first + 8));
                 if lo >= hi {
                     continue;
                 }
-                let mask = _mm256_and_si256(
-                    _mm256_cmpgt_epi32(lane, _mm256_set1_epi32((lo - first) as i32 - 1)),
-                    _mm256_cmpgt_epi32(_mm256_set1_epi32((hi - first) as i32), lane),
-                );
                 let mut t = tg;
                 while t < tend {
                     let n = (tend - t).min(4);
-                    let at = (g, half, t);
-                    match (w.ty, n) {
-                        (WeightType::Q4_1, 4) => tile256_q4_1::<4>(w, at, acts, out, mask),
-                        (WeightType::Q4_1, 3) => tile256_q4_1::<3>(w, at, acts, out, mask),
-                        (WeightType::Q4_1, 2) => tile256_q4_1::<2>(w, at, acts, out, mask),
-                        (WeightType::Q4_1, _) => tile256_q4_1::<1>(w, at, acts, out, mask),
-                        (WeightType::Q8_0, 4) => tile256_q8_0::<4>(w, at, acts, out, mask),
-                        (WeightType::Q8_0, 3) => tile256_q8_0::<3>(w, at, acts, out, mask),
-                        (WeightType::Q8_0, 2) => tile256_q8_0::<2>(w, at, acts, out, mask),
-                        (WeightType::Q8_0, _) => tile256_q8_0::<1>(w, at, acts, out, mask),
-                    }
+                    tile((g, half, t), n, (lo - first) as i32..(hi - first) as i32);
                     t += n;
                 }
             }
         }
         tg = tend;
+    }
+}
+
+/// All-ones in lanes `lanes` of 8, for `vmaskmovps`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn lane_mask(lanes: Range<i32>) -> __m256i {
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_and_si256(
+        _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(lanes.start - 1)),
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes.end), lane),
+    )
+}
+
+/// [`tile256_q8_0`] with `vpdpbusd`: the weights' stored +128 taken back
+/// out with the activations' block sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn tile_vnni_q8_0<const N: usize>(
+    w: &QMatrix,
+    (g, half, t0): (usize, usize, usize),
+    acts: &QActs,
+    out: Out,
+    mask: __m256i,
+) {
+    let (nb, kpad) = (w.nb(), w.kpad);
+    let group = w.group(g).as_ptr();
+    let (aq, ad, sums) = (acts.qs.as_ptr(), acts.d.as_ptr(), acts.sums.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); N];
+    for b in 0..nb {
+        let blk = group.add(b * 544);
+        if half == 0 {
+            prefetch(blk, 544);
+        }
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(512 + 16 * half) as *const __m128i));
+        let mut isum = [_mm256_setzero_si256(); N];
+        for v in 0..8 {
+            let z = _mm256_loadu_si256(blk.add(v * 64 + 32 * half) as *const __m256i);
+            for i in 0..N {
+                let a = broadcast4_256(aq, (t0 + i) * kpad + b * QK + 4 * v);
+                isum[i] = _mm256_dpbusd_avx_epi32(isum[i], z, a);
+            }
+        }
+        for i in 0..N {
+            // (w + 128)·a − 128·Σa = w·a.
+            let ab = (t0 + i) * nb + b;
+            let s = _mm256_sub_epi32(isum[i], _mm256_set1_epi32(*sums.add(ab) << 7));
+            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*ad.add(ab)));
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc[i]);
+        }
+    }
+    for i in 0..N {
+        let dst = out.ptr.add((t0 + i) * out.stride + g * GROUP + 8 * half);
+        _mm256_maskstore_ps(dst, mask, acc[i]);
     }
 }
 
@@ -317,55 +407,81 @@ unsafe fn broadcast4_256(aq: *const i8, at: usize) -> __m256i {
     _mm256_set1_epi32(std::ptr::read_unaligned(aq.add(at) as *const i32))
 }
 
-/// Half `half` (rows `8·half..8·half + 8`) of group `g` of a Q4_1 matrix
-/// against tokens `t0..t0 + N`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile256_q4_1<const N: usize>(
-    w: &QMatrix,
-    (g, half, t0): (usize, usize, usize),
-    acts: &QActs,
-    out: Out,
-    mask: __m256i,
-) {
-    let (nb, kpad) = (w.nb(), w.kpad);
-    let group = w.group(g).as_ptr();
-    let (aq, ad, as_) = (acts.qs.as_ptr(), acts.d.as_ptr(), acts.s.as_ptr());
-    let lo4 = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); N];
-    for b in 0..nb {
-        let blk = group.add(b * 320);
-        if half == 0 {
-            prefetch(blk, 320);
-        }
-        let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(256 + 16 * half) as *const __m128i));
-        let mw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(288 + 16 * half) as *const __m128i));
-        let mut isum = [_mm256_setzero_si256(); N];
-        for p in 0..4 {
-            let z = _mm256_loadu_si256(blk.add(p * 64 + 32 * half) as *const __m256i);
-            let wl = _mm256_and_si256(z, lo4);
-            let wh = _mm256_and_si256(_mm256_srli_epi16(z, 4), lo4);
+/// Defines a tile of half `half` (rows `8·half..8·half + 8`) of group `g`
+/// of a Q4_1 matrix against tokens `t0..t0 + N`: `$step` adds the products
+/// of 4 weight bytes per lane (`$w`, unsigned nibbles) and 4 activation
+/// bytes broadcast (`$a`) to a token's integer sums, `$widen` turns those
+/// into one i32 per lane.
+macro_rules! tile256_q4_1 {
+    ($name:ident, $features:literal,
+     |$isum:ident, $w:ident, $a:ident| $step:expr, |$sum:ident| $widen:expr) => {
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const N: usize>(
+            w: &QMatrix,
+            (g, half, t0): (usize, usize, usize),
+            acts: &QActs,
+            out: Out,
+            mask: __m256i,
+        ) {
+            let (nb, kpad) = (w.nb(), w.kpad);
+            let group = w.group(g).as_ptr();
+            let (aq, ad, as_) = (acts.qs.as_ptr(), acts.d.as_ptr(), acts.s.as_ptr());
+            let lo4 = _mm256_set1_epi8(0x0F);
+            let mut acc = [_mm256_setzero_ps(); N];
+            for b in 0..nb {
+                let blk = group.add(b * 320);
+                if half == 0 {
+                    prefetch(blk, 320);
+                }
+                let scales = blk.add(256 + 16 * half) as *const __m128i;
+                let dw = _mm256_cvtph_ps(_mm_loadu_si128(scales));
+                let mw = _mm256_cvtph_ps(_mm_loadu_si128(scales.add(2)));
+                let mut isum = [_mm256_setzero_si256(); N];
+                for p in 0..4 {
+                    let z = _mm256_loadu_si256(blk.add(p * 64 + 32 * half) as *const __m256i);
+                    let wl = _mm256_and_si256(z, lo4);
+                    let wh = _mm256_and_si256(_mm256_srli_epi16(z, 4), lo4);
+                    for i in 0..N {
+                        let at = (t0 + i) * kpad + b * QK + 4 * p;
+                        for (w, a) in [(wl, at), (wh, at + 16)] {
+                            let ($isum, $w, $a) = (isum[i], w, broadcast4_256(aq, a));
+                            isum[i] = $step;
+                        }
+                    }
+                }
+                for i in 0..N {
+                    let ab = (t0 + i) * nb + b;
+                    let $sum = isum[i];
+                    let sum = _mm256_cvtepi32_ps($widen);
+                    let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*ad.add(ab)));
+                    acc[i] = _mm256_fmadd_ps(sum, scale, acc[i]);
+                    acc[i] = _mm256_fmadd_ps(mw, _mm256_set1_ps(*as_.add(ab)), acc[i]);
+                }
+            }
             for i in 0..N {
-                let a = (t0 + i) * kpad + b * QK;
-                let pl = _mm256_maddubs_epi16(wl, broadcast4_256(aq, a + 4 * p));
-                let ph = _mm256_maddubs_epi16(wh, broadcast4_256(aq, a + 16 + 4 * p));
-                isum[i] = _mm256_add_epi16(isum[i], _mm256_add_epi16(pl, ph));
+                let dst = out.ptr.add((t0 + i) * out.stride + g * GROUP + 8 * half);
+                _mm256_maskstore_ps(dst, mask, acc[i]);
             }
         }
-        for i in 0..N {
-            let ab = (t0 + i) * nb + b;
-            let sum = _mm256_cvtepi32_ps(_mm256_madd_epi16(isum[i], ones));
-            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*ad.add(ab)));
-            acc[i] = _mm256_fmadd_ps(sum, scale, acc[i]);
-            acc[i] = _mm256_fmadd_ps(mw, _mm256_set1_ps(*as_.add(ab)), acc[i]);
-        }
-    }
-    for i in 0..N {
-        let dst = out.ptr.add((t0 + i) * out.stride + g * GROUP + 8 * half);
-        _mm256_maskstore_ps(dst, mask, acc[i]);
-    }
+    };
 }
+
+// AVX2: 16-bit pair sums (a block's 16 products per lane fit, see
+// `matmul_avx2`), widened once per block.
+tile256_q4_1!(
+    tile256_q4_1,
+    "avx2,fma,f16c",
+    |isum, w, a| _mm256_add_epi16(isum, _mm256_maddubs_epi16(w, a)),
+    |sum| _mm256_madd_epi16(sum, _mm256_set1_epi16(1))
+);
+// AVX-VNNI: 32-bit sums straight from `vpdpbusd`.
+tile256_q4_1!(
+    tile_vnni_q4_1,
+    "avx2,fma,f16c,avxvnni",
+    |isum, w, a| _mm256_dpbusd_avx_epi32(isum, w, a),
+    |sum| sum
+);
 
 /// Half `half` of group `g` of a Q8_0 matrix (quants stored plus 128)
 /// against tokens `t0..t0 + N`.
