@@ -158,3 +158,146 @@ q8_0_tile!(tile_q8_0_dot, "neon,dotprod", |w0, a0, w1, a1| sdot(
     w1,
     a1
 ));
+
+/// 8 f16 values (bits) at `p` as two vectors of 4 f32 (`fcvtl`: the f16
+/// vector types are not stable Rust yet).
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn load8_f16(p: *const u16) -> [float32x4_t; 2] {
+    let h = vld1q_u16(p);
+    let (lo, hi): (float32x4_t, float32x4_t);
+    std::arch::asm!(
+        "fcvtl {lo:v}.4s, {h:v}.4h",
+        "fcvtl2 {hi:v}.4s, {h:v}.8h",
+        h = in(vreg) h,
+        lo = out(vreg) lo,
+        hi = out(vreg) hi,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    [lo, hi]
+}
+
+/// `e^x` for 4 lanes, as the x86 `exp256` computes it (`x` clamped to
+/// −87..88, `2^n` built in the exponent bits).
+#[inline]
+#[target_feature(enable = "neon")]
+fn exp128(x: float32x4_t) -> float32x4_t {
+    let x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.0)), vdupq_n_f32(88.0));
+    let n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(std::f32::consts::LOG2_E)));
+    let r = vfmsq_f32(x, n, vdupq_n_f32(0.693_359_4));
+    let r = vfmsq_f32(r, n, vdupq_n_f32(-2.121_944_4e-4));
+    let mut p = vdupq_n_f32(1.987_569_2e-4);
+    for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        p = vfmaq_f32(vdupq_n_f32(c), p, r);
+    }
+    let e = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0)), vmulq_f32(p, r), r);
+    let pow2n = vshlq_n_s32::<23>(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)));
+    vmulq_f32(e, vreinterpretq_f32_s32(pow2n))
+}
+
+/// [`super::silu_mul`], 4 values at a time with [`exp128`].
+///
+/// # Safety
+/// The CPU supports NEON.
+#[target_feature(enable = "neon")]
+pub unsafe fn silu_mul_neon(g: &mut [f32], u: &[f32]) {
+    let n = g.len().min(u.len());
+    let one = vdupq_n_f32(1.0);
+    let mut i = 0;
+    while i + 4 <= n {
+        let x = vld1q_f32(g.as_ptr().add(i));
+        let y = vld1q_f32(u.as_ptr().add(i));
+        let s = vdivq_f32(x, vaddq_f32(one, exp128(vnegq_f32(x))));
+        vst1q_f32(g.as_mut_ptr().add(i), vmulq_f32(s, y));
+        i += 4;
+    }
+    super::scalar::silu_mul(&mut g[i..n], &u[i..n]);
+}
+
+/// [`super::attend`] for 64-wide heads with NEON: each position's key is
+/// widened from f16 once for all of the group's heads, the softmax's
+/// exponentials are computed 4 at a time ([`exp128`]) instead of one libm
+/// call per score, and the weighted values are summed a quarter head
+/// (16 dimensions) at a time so a group's accumulators stay in registers.
+///
+/// # Safety
+/// The CPU supports NEON; the slices are as [`super::attend`] checks.
+#[target_feature(enable = "neon")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn attend64_neon<const G: usize>(
+    q: &[f32],
+    keys: &[u16],
+    values: &[u16],
+    stride: usize,
+    off: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let n = scores.len() / G;
+    let (qp, kp, vp, sp) = (
+        q.as_ptr(),
+        keys.as_ptr().add(off),
+        values.as_ptr().add(off),
+        scores.as_mut_ptr(),
+    );
+    let mut max = [f32::NEG_INFINITY; G];
+    for j in 0..n {
+        let k = kp.add(j * stride);
+        let mut kv = [vdupq_n_f32(0.0); 16];
+        for c in 0..8 {
+            [kv[2 * c], kv[2 * c + 1]] = load8_f16(k.add(8 * c));
+        }
+        for h in 0..G {
+            let qh = qp.add(h * 64);
+            let mut acc = [vdupq_n_f32(0.0); 4];
+            for c in 0..16 {
+                acc[c % 4] = vfmaq_f32(acc[c % 4], vld1q_f32(qh.add(4 * c)), kv[c]);
+            }
+            let sum = vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]));
+            let s = vaddvq_f32(sum) * scale;
+            *sp.add(h * n + j) = s;
+            max[h] = max[h].max(s);
+        }
+    }
+    // Softmax numerators in place, and the reciprocal of each head's sum.
+    let mut inv = [0f32; G];
+    for h in 0..G {
+        let row = std::slice::from_raw_parts_mut(sp.add(h * n), n);
+        let m = vdupq_n_f32(max[h]);
+        let mut sum = vdupq_n_f32(0.0);
+        let mut chunks = row.chunks_exact_mut(4);
+        for c in &mut chunks {
+            let e = exp128(vsubq_f32(vld1q_f32(c.as_ptr()), m));
+            vst1q_f32(c.as_mut_ptr(), e);
+            sum = vaddq_f32(sum, e);
+        }
+        let mut total = vaddvq_f32(sum);
+        for s in chunks.into_remainder() {
+            let e = vgetq_lane_f32::<0>(exp128(vdupq_n_f32(*s - max[h])));
+            *s = e;
+            total += e;
+        }
+        inv[h] = 1.0 / total;
+    }
+    // Weighted sum of the values, a quarter head at a time.
+    for part in 0..4 {
+        let mut o = [[vdupq_n_f32(0.0); 4]; G];
+        for j in 0..n {
+            let v = vp.add(j * stride + 16 * part);
+            let [v0, v1] = load8_f16(v);
+            let [v2, v3] = load8_f16(v.add(8));
+            for h in 0..G {
+                let p = vdupq_n_f32(*sp.add(h * n + j) * inv[h]);
+                for (o, v) in o[h].iter_mut().zip([v0, v1, v2, v3]) {
+                    *o = vfmaq_f32(*o, p, v);
+                }
+            }
+        }
+        for h in 0..G {
+            for c in 0..4 {
+                vst1q_f32(out.as_mut_ptr().add(h * 64 + 16 * part + 4 * c), o[h][c]);
+            }
+        }
+    }
+}

@@ -721,6 +721,9 @@ pub(crate) fn silu_mul_at(level: Level, g: &mut [f32], u: &[f32]) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller passes a level detected on this CPU.
         Level::AvxVnni | Level::Avx2 => unsafe { x86::silu_mul_avx2(g, u) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: the caller passes a level detected on this CPU.
+        Level::Neon => unsafe { aarch64::silu_mul_neon(g, u) },
         _ => scalar::silu_mul(g, u),
     }
 }
@@ -821,6 +824,9 @@ pub(crate) fn attend_at(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller passes a level detected on this CPU.
         (Level::AvxVnni | Level::Avx2, 64) => unsafe { grouped!(x86::attend64_avx2) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: the caller passes a level detected on this CPU.
+        (Level::Neon, 64) => unsafe { grouped!(aarch64::attend64_neon) },
         (_, 64) => grouped!(scalar::attend64),
         _ => {
             let mut kf = vec![0f32; hd];
