@@ -3,7 +3,8 @@
 //! Candle selects its quantized SIMD code at compile time, so a portable
 //! release build runs its scalar kernels. Here every kernel exists in a
 //! scalar version (the reference, and the fallback everywhere) and in
-//! versions for AVX2 (+FMA, F16C), AVX-512 (F, BW, VL + VNNI) and NEON; the
+//! versions for AVX2 (+FMA, F16C; with AVX-VNNI), AVX-512 (F, BW, VL + VNNI)
+//! and NEON; the
 //! best one the CPU supports is chosen once, at first use
 //! ([`level`]), and `SANDPIPER_KERNELS=scalar|avx2|avxvnni|avx512|neon` can lower it.
 //!
@@ -160,7 +161,7 @@ pub struct QMatrix {
 pub enum Layout {
     /// Row after row (Q4_1: blocks in nibble pairs).
     Blocks,
-    /// Groups of 16 rows interleaved block by block, for AVX-512 and AVX2
+    /// Groups of 16 rows interleaved block by block, for the x86 levels
     /// (rows padded with zeros to a multiple of 16). Per block of a group:
     /// - Q4_1: 4 vectors of 64 bytes, lane `l` of vector `p` holding row
     ///   `l`'s ggml bytes `4p..4p + 4` (values `4p..4p + 4` in the low
