@@ -771,6 +771,18 @@ class Bench:
             self.add("native", "decode_at_context_tok_s", res["decode_at_context"]["tok_s"])
         for c in res.get("streams", []):
             self.add("native", f"conc{c['streams']}_aggregate_tok_s", c["tok_s"])
+        # The same binary held to its AVX2 kernels: what a CPU without AVX-512 runs.
+        flags = cpu_flags()
+        if "avx512f" in flags and "avx2" in flags:
+            cmd = cmd[:cmd.index("--streams")]
+            env = dict(self.thread_env(), SANDPIPER_KERNELS="avx2")
+            out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
+            if out.returncode != 0:
+                raise BenchError(f"bench_native (avx2) exited with {out.returncode}:\n{out.stderr[-2000:]}")
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            for p in res["prefill"]:
+                self.add("native-avx2", f"prefill_{p['tokens']}_tok_s", p["tok_s"])
+            self.add("native-avx2", "decode_tok_s", res["decode"]["tok_s"])
 
 
 # --------------------------------------------------------------------------- report
@@ -843,13 +855,21 @@ class Report:
 
         L.append("## Engine throughput, in-process (tokens/s, higher is better)")
         L.append("")
-        L.append("| test | llama.cpp (`llama-bench`) | Sandpiper backend, in-process | backend ÷ llama.cpp |")
-        L.append("|---|---|---|---|")
+        avx2 = bool(self.vals("native-avx2", "decode_tok_s"))
+        head = "| test | llama.cpp (`llama-bench`) | Sandpiper backend, in-process | backend ÷ llama.cpp |"
+        if avx2:
+            head += " backend held to AVX2 (`SANDPIPER_KERNELS=avx2`) | AVX2 backend ÷ llama.cpp |"
+        L.append(head)
+        L.append("|---|---|---|---|" + ("---|---|" if avx2 else ""))
         rows = [(f"prefill {p} tokens (pp{p})", f"prefill_{p}_tok_s") for p in a.prompt_tokens]
         rows.append((f"decode {a.gen_tokens} tokens (tg{a.gen_tokens})", "decode_tok_s"))
         for label, m in rows:
-            L.append(f"| {label} | {self.cell('llama.cpp', m)} | {self.cell('native', m)} | "
-                     f"{self.ratio(self.med('native', m), self.med('llama.cpp', m))} |")
+            line = (f"| {label} | {self.cell('llama.cpp', m)} | {self.cell('native', m)} | "
+                    f"{self.ratio(self.med('native', m), self.med('llama.cpp', m))} |")
+            if avx2:
+                line += (f" {self.cell('native-avx2', m)} | "
+                         f"{self.ratio(self.med('native-avx2', m), self.med('llama.cpp', m))} |")
+            L.append(line)
         L.append("")
 
         L.append("## One streaming chat completion over HTTP (client side)")
