@@ -673,10 +673,15 @@ class Bench:
         cmd = [self.a.native_bin, self.gguf, "--prompt", "", "--gen", str(self.a.gen_tokens),
                "--reps", "1", "--threads", str(self.a.threads),
                "--decode-context", str(self.decode_context)]
-        out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=self.thread_env())
+        return self.bench_native(cmd)["decode_at_context"]["tok_s"]
+
+    def bench_native(self, cmd, env=None):
+        """Runs bench_native (`cmd`) and returns its JSON summary (its last line)."""
+        out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
+                             env=env or self.thread_env())
         if out.returncode != 0:
             raise BenchError(f"bench_native exited with {out.returncode}:\n{out.stderr[-2000:]}")
-        return json.loads(out.stdout.strip().splitlines()[-1])["decode_at_context"]["tok_s"]
+        return json.loads(out.stdout.strip().splitlines()[-1])
 
     def paired_overhead(self, srv, run):
         """The sandbox overhead on decode, measured so that a machine whose speed drifts
@@ -760,10 +765,7 @@ class Bench:
                "--streams", ",".join(map(str, self.a.concurrency))]
         if self.decode_context:
             cmd += ["--decode-context", str(self.decode_context)]
-        out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=self.thread_env())
-        if out.returncode != 0:
-            raise BenchError(f"bench_native exited with {out.returncode}:\n{out.stderr[-2000:]}")
-        res = json.loads(out.stdout.strip().splitlines()[-1])
+        res = self.bench_native(cmd)
         for p in res["prefill"]:
             self.add("native", f"prefill_{p['tokens']}_tok_s", p["tok_s"])
         self.add("native", "decode_tok_s", res["decode"]["tok_s"])
@@ -775,11 +777,7 @@ class Bench:
         flags = cpu_flags()
         if "avx512f" in flags and "avx2" in flags:
             cmd = cmd[:cmd.index("--streams")]
-            env = dict(self.thread_env(), SANDPIPER_KERNELS="avx2")
-            out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
-            if out.returncode != 0:
-                raise BenchError(f"bench_native (avx2) exited with {out.returncode}:\n{out.stderr[-2000:]}")
-            res = json.loads(out.stdout.strip().splitlines()[-1])
+            res = self.bench_native(cmd, dict(self.thread_env(), SANDPIPER_KERNELS="avx2"))
             for p in res["prefill"]:
                 self.add("native-avx2", f"prefill_{p['tokens']}_tok_s", p["tok_s"])
             self.add("native-avx2", "decode_tok_s", res["decode"]["tok_s"])
