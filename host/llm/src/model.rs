@@ -119,10 +119,14 @@ impl Model {
         };
         let weights = match native {
             Some(llama) => Weights::Native(Box::new(Batcher::new(llama))),
-            None => Weights::Candle(
-                ModelWeights::from_gguf(ct, &mut file, &device)
-                    .with_context(|| format!("loading weights of {}", path.display()))?,
-            ),
+            None => {
+                candle_runs_here()
+                    .with_context(|| format!("{id}: cannot run {}", path.display()))?;
+                Weights::Candle(
+                    ModelWeights::from_gguf(ct, &mut file, &device)
+                        .with_context(|| format!("loading weights of {}", path.display()))?,
+                )
+            }
         };
         Ok(Arc::new(Model {
             weights,
@@ -151,6 +155,24 @@ impl Model {
     pub fn new_sequence(self: &Arc<Self>) -> Sequence {
         Sequence::new(self.clone())
     }
+}
+
+/// candle 0.11's quantized matmuls on aarch64 execute `sdot` (the Armv8.2
+/// dot-product extension) without checking that the CPU has it, so on a CPU
+/// without it (Cortex-A53/A72: Raspberry Pi 3 and 4) the first forward pass
+/// dies of SIGILL. Such a model is refused when it is loaded instead, saying
+/// what does run there: the native pass checks the CPU and has kernels
+/// without `sdot`.
+fn candle_runs_here() -> Result<()> {
+    #[cfg(target_arch = "aarch64")]
+    if !std::arch::is_aarch64_feature_detected!("dotprod") {
+        anyhow::bail!(
+            "this model would run on candle's quantized kernels, which need the Arm \
+             dot-product extension (Armv8.2 `dotprod`) that this CPU lacks; a llama-family \
+             GGUF with Q4_1 or Q8_0 weights runs on Sandpiper's own kernels here"
+        );
+    }
+    Ok(())
 }
 
 fn model_info(id: &str, ct: &gguf_file::Content, vocab_size: usize) -> ModelInfo {

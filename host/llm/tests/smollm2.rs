@@ -87,6 +87,31 @@ fn greedy_answer_names_paris() {
     assert!(text.contains("Paris"), "{text:?}");
 }
 
+/// candle's quantized kernels execute the Arm dot-product instructions
+/// unconditionally: where the CPU lacks them (test.sh runs this on an emulated
+/// Cortex-A53, too) the candle path is refused at load time with a clear
+/// error, not a SIGILL in the first step; everywhere else it loads and steps.
+#[test]
+fn candle_path_refused_only_where_it_would_crash() {
+    #[cfg(target_arch = "aarch64")]
+    let crashes = !std::arch::is_aarch64_feature_detected!("dotprod");
+    #[cfg(not(target_arch = "aarch64"))]
+    let crashes = false;
+    match sandpiper_llm::Model::load_reference("smollm2", &common::model_path()) {
+        Ok(model) => {
+            assert!(!crashes, "loaded onto kernels this CPU cannot run");
+            assert_eq!(model.backend(), "candle");
+            let mut seq = model.new_sequence();
+            seq.step(&model.tokenize("Hello").unwrap()).unwrap();
+        }
+        Err(e) => {
+            let e = format!("{e:#}");
+            assert!(crashes, "{e}");
+            assert!(e.contains("dot-product extension"), "{e}");
+        }
+    }
+}
+
 #[test]
 fn sequences_share_weights_but_not_state() {
     let model = common::model();
