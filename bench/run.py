@@ -918,6 +918,13 @@ class Report:
             L.append(f"Sandpiper's decode over HTTP through the guest is {web / nat:.2f}× its native "
                      f"decode from an empty context ({fmt(web)} vs {fmt(nat)} tok/s).")
             L.append("")
+        lweb, lnat = self.med("llama-server", "http_decode_tok_s"), self.med("llama.cpp", "decode_tok_s")
+        if lweb and lnat:
+            L.append(f"For scale, serving without a sandbox: llama-server decodes over HTTP at "
+                     f"{lweb / lnat:.2f}× llama-bench's tg{a.gen_tokens} ({fmt(lweb)} vs {fmt(lnat)} tok/s; "
+                     f"unpaired, and llama-bench decodes from an empty context): what streaming to a "
+                     "client on the same machine costs a server here before any sandbox.")
+            L.append("")
 
         L.append("## Sandbox overhead")
         L.append("")
