@@ -309,10 +309,9 @@ def stream_many(port, bodies, timeout=600, path="/v1/chat/completions"):
 def parse_stream(pieces, t0, t_end, path):
     """A finished streaming completion's result (see `stream_many`) from its raw pieces."""
     events = sse_events(pieces, path)
-    t_first = t_last = None
     usage = timings = finish = None
     text = []
-    chunks = 0
+    times = []  # arrival of each content delta
     for now, data in events:
         if data == b"[DONE]":
             break
@@ -322,19 +321,17 @@ def parse_stream(pieces, t0, t_end, path):
         for choice in event.get("choices") or []:
             content = (choice.get("delta") or {}).get("content") or choice.get("text")
             if content:
-                chunks += 1
                 text.append(content)
-                if t_first is None:
-                    t_first = now
-                t_last = now
+                times.append(now)
             if choice.get("finish_reason"):
                 finish = choice["finish_reason"]
         if event.get("usage"):
             usage = event["usage"]
         if event.get("timings"):
             timings = event["timings"]
-    if t_first is None:
+    if not times:
         raise BenchError(f"no content streamed by POST {path}")
+    t_first, t_last = times[0], times[-1]
     prompt_tokens = completion_tokens = None
     if usage:
         prompt_tokens = usage.get("prompt_tokens")
@@ -343,12 +340,12 @@ def parse_stream(pieces, t0, t_end, path):
         prompt_tokens = timings.get("prompt_n")
         completion_tokens = timings.get("predicted_n")
     if completion_tokens is None:
-        completion_tokens = chunks
+        completion_tokens = len(times)
     return {
         "t0": t0, "t_first": t_first, "t_last": t_last, "t_end": t_end,
         "ttft": t_first - t0, "decode_s": t_last - t_first, "total_s": t_end - t0,
         "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-        "finish_reason": finish, "text": "".join(text),
+        "finish_reason": finish, "text": "".join(text), "times": times,
     }
 
 
@@ -416,6 +413,17 @@ def decode_rate(r):
     if r["completion_tokens"] is None or r["completion_tokens"] < 2 or r["decode_s"] <= 0:
         return None
     return (r["completion_tokens"] - 1) / r["decode_s"]
+
+
+def steady_decode_rate(results):
+    """Aggregate decode tok/s while every stream is generating: the content deltas that
+    arrive after the last stream's first one and no later than the first stream's last,
+    ÷ that time (no prefill inside; for one stream its decode rate)."""
+    lo = max(r["t_first"] for r in results)
+    hi = min(r["t_last"] for r in results)
+    if hi <= lo:
+        return None
+    return sum(sum(1 for t in r["times"] if lo < t <= hi) for r in results) / (hi - lo)
 
 
 def chat_body(content, max_tokens, extra):
@@ -638,19 +646,21 @@ class Bench:
             self.add(system, f"rtt_{key}_median_ms", median(rtts) * 1e3)
             self.add(system, f"rtt_{key}_p99_ms", percentile(rtts, 99) * 1e3)
         conn.close()
-        aggregate = {c: self.concurrency(system, srv.port, c, run, extra) for c in a.concurrency}
-        if 1 in aggregate and len(aggregate) > 1:
+        rates = {c: self.concurrency(system, srv.port, c, run, extra) for c in a.concurrency}
+        if 1 in rates and len(rates) > 1:
             # Paired gain: one stream again right after the most streams, so each
             # repetition divides by one-stream rates measured on either side.
             again = self.concurrency(system, srv.port, 1, run + 500, extra, record=False)
-            one = (aggregate[1] + again) / 2
-            for c, agg in aggregate.items():
+            one = [(x + y) / 2 if x and y else None for x, y in zip(rates[1], again)]
+            for c, (agg, steady) in rates.items():
                 if c > 1:
-                    self.add(system, f"conc{c}_paired_gain", agg / one)
+                    self.add(system, f"conc{c}_paired_gain", agg / one[0])
+                    if steady and one[1]:
+                        self.add(system, f"conc{c}_paired_decode_gain", steady / one[1])
 
     def concurrency(self, system, port, c, run, extra, record=True):
         """c streams at once; records their measures (unless not `record`) and
-        returns the aggregate tok/s."""
+        returns (aggregate tok/s, steady-state decode tok/s)."""
         bodies = [chat_body(decode_prompt(run * 10 + i), self.a.gen_tokens, extra) for i in range(c)]
         try:
             results = stream_many(port, bodies)
@@ -658,14 +668,17 @@ class Bench:
             raise BenchError(f"{system}, {c} streams: {e}") from e
         wall = max(r["t_end"] for r in results) - min(r["t0"] for r in results)
         tokens = sum(r["completion_tokens"] for r in results)
+        steady = steady_decode_rate(results)
         if not record:
-            return tokens / wall
+            return tokens / wall, steady
         self.add(system, f"conc{c}_aggregate_tok_s", tokens / wall)
+        if steady:
+            self.add(system, f"conc{c}_steady_decode_tok_s", steady)
         self.add(system, f"conc{c}_ttft_s", median([r["ttft"] for r in results]))
         self.add(system, f"conc{c}_latency_s", median([r["total_s"] for r in results]))
         rates = [x for x in (decode_rate(r) for r in results) if x]
         self.add(system, f"conc{c}_stream_tok_s", median(rates) if rates else None)
-        return tokens / wall
+        return tokens / wall, steady
 
     def native_decode_at_context(self):
         """bench_native's decode after a prompt as long as the HTTP decode request's
@@ -983,6 +996,14 @@ class Report:
                 L.append(f"**Paired, per repetition ({top} streams ÷ the mean of the one-stream runs that "
                          f"open and close the sequence {', '.join(map(str, a.concurrency))}, 1; median (min–max)): " + "; ".join(paired) + ".** "
                          "Both include the prompts' prefill (each stream has its own prompt).")
+                L.append("")
+            steady = [f"{names[s]} {self.cell(s, f'conc{top}_paired_decode_gain', 2)}×"
+                      for s in ("sandpiper", "llama-server") if self.vals(s, f"conc{top}_paired_decode_gain")]
+            if steady:
+                L.append(f"The same pairs, decode phase only (while all {top} streams generate: tokens "
+                         "arriving between the last stream's first token and the first stream's last, "
+                         "÷ that time, against one stream's decode rate; what batching the steps gains, "
+                         "without the prompts): " + "; ".join(steady) + ".")
                 L.append("")
         return "\n".join(L)
 
