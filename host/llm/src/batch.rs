@@ -40,7 +40,13 @@ const MAX_BATCH_TOKENS: usize = 512;
 pub(crate) struct Batcher {
     llama: Llama,
     queue: Mutex<Queue>,
-    changed: Condvar,
+    /// A step was queued or a sequence left: what a gathering leader waits
+    /// for. Only the leader waits here, so the callers of a batch are not
+    /// woken each time another sequence queues its step.
+    arrived: Condvar,
+    /// A batch finished: its callers' results are in, and a step left out of
+    /// it may lead the next one.
+    done: Condvar,
 }
 
 /// One sequence's queued step. The cache travels with it and comes back with
@@ -87,7 +93,8 @@ impl Batcher {
         Batcher {
             llama,
             queue: Mutex::new(Queue::default()),
-            changed: Condvar::new(),
+            arrived: Condvar::new(),
+            done: Condvar::new(),
         }
     }
 
@@ -114,13 +121,13 @@ impl Batcher {
             logits,
         });
         // A leader may be gathering and waiting for this sequence.
-        self.changed.notify_all();
+        self.arrived.notify_one();
         loop {
             if let Some(i) = q.finished.iter().position(|(t, _)| *t == ticket) {
                 return q.finished.swap_remove(i).1;
             }
             if q.running {
-                q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+                q = self.done.wait(q).unwrap_or_else(|e| e.into_inner());
                 continue;
             }
             q.running = true;
@@ -140,7 +147,7 @@ impl Batcher {
                 q.finished.push((step.ticket, (step.cache, result)));
             }
             q.running = false;
-            self.changed.notify_all();
+            self.done.notify_all();
         }
     }
 
@@ -158,7 +165,7 @@ impl Batcher {
                 return q;
             }
             q = self
-                .changed
+                .arrived
                 .wait_timeout(q, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
@@ -207,7 +214,7 @@ impl Batcher {
     pub fn leave(&self, sequence: u64) {
         let mut q = self.lock();
         q.last.retain(|&id| id != sequence);
-        self.changed.notify_all();
+        self.arrived.notify_one();
     }
 
     pub fn stats(&self) -> BatchStats {
