@@ -28,6 +28,7 @@
 mod aarch64;
 pub mod pool;
 mod scalar;
+mod weights;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -36,6 +37,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use anyhow::{bail, Result};
+
+use weights::WeightBytes;
 
 /// Values per quantization block (Q4_1, Q8_0, Q8_1).
 pub const QK: usize = 32;
@@ -153,7 +156,7 @@ pub struct QMatrix {
     pub cols: usize,
     pub kpad: usize,
     pub row_bytes: usize,
-    data: Vec<u8>,
+    data: WeightBytes,
 }
 
 /// How a [`QMatrix`] orders its bytes.
@@ -269,7 +272,7 @@ impl QMatrix {
         // most of a model's load time).
         let unit_bytes = unit_rows * row_bytes;
         let units = rows.div_ceil(unit_rows);
-        let mut data = vec![0u8; units * unit_bytes];
+        let mut data = WeightBytes::zeroed(units * unit_bytes);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let per = units.div_ceil(threads.min(rows.div_ceil(256)).max(1));
         std::thread::scope(|scope| {
