@@ -12,7 +12,10 @@
 //! N tokens (the positions a served chat request decodes at).
 //! `--streams 1,2,4` also decodes N tokens in each of several concurrent
 //! sequences (one thread each) and reports the aggregate tokens/s: what
-//! batching their steps into shared forward passes gains. One untimed
+//! batching their steps into shared forward passes gains. With
+//! `--decode-context N` each of those sequences first takes the N-token
+//! prompt too (untimed), so they decode at a served request's positions,
+//! where attention costs what it costs there. One untimed
 //! warm-up runs first. `--threads` sets `RAYON_NUM_THREADS` and
 //! `CANDLE_NUM_THREADS` (when not already set) before candle starts its pools.
 //! Prints one JSON object on stdout.
@@ -191,12 +194,18 @@ fn main() -> anyhow::Result<()> {
             let t = std::thread::scope(|s| -> anyhow::Result<f64> {
                 let handles: Vec<_> = (0..n)
                     .map(|_| {
-                        let (model, start, greedy) = (&model, &start, &greedy);
+                        let (model, start, greedy, tokens) = (&model, &start, &greedy, &tokens);
                         s.spawn(move || -> anyhow::Result<()> {
                             let mut seq = model.new_sequence();
                             seq.set_sampling(greedy);
-                            let mut next = first;
+                            let primed = match args.decode_context {
+                                Some(n) => seq.step(&tokens[..n]),
+                                None => Ok(first),
+                            };
+                            // Past the barrier before any error returns, or
+                            // the other threads would wait forever.
                             start.wait();
+                            let mut next = primed?;
                             for _ in 0..args.gen {
                                 next = seq.step(&[next])?;
                             }
@@ -214,7 +223,12 @@ fn main() -> anyhow::Result<()> {
             secs.push(t);
         }
         let tok_s: Vec<f64> = secs.iter().map(|s| (n * args.gen) as f64 / s).collect();
-        streams.push(json!({"streams": n, "seconds": secs, "tok_s": median(&tok_s)}));
+        streams.push(json!({
+            "streams": n,
+            "context": args.decode_context.unwrap_or(0),
+            "seconds": secs,
+            "tok_s": median(&tok_s),
+        }));
     }
 
     let out = json!({
