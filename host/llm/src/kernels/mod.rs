@@ -390,6 +390,12 @@ impl QActs {
 
     /// Quantizes `t` rows of `k` values (`x` is `t × k`, row-major).
     pub fn quantize(&mut self, x: &[f32], t: usize, k: usize) {
+        self.quantize_at(level(), x, t, k)
+    }
+
+    /// [`QActs::quantize`] with the kernels of `level` (tests run every level
+    /// the CPU supports).
+    pub(crate) fn quantize_at(&mut self, level: Level, x: &[f32], t: usize, k: usize) {
         assert_eq!(x.len(), t * k);
         assert!(k.is_multiple_of(QK));
         let kpad = k.next_multiple_of(KPAD);
@@ -411,7 +417,6 @@ impl QActs {
             sums: self.sums.as_mut_ptr(),
             kpad,
         };
-        let level = level();
         // A prompt's tokens quantize on every thread.
         par_for(t, 8, &|tokens: Range<usize>| {
             // SAFETY: the buffers were sized for t tokens above; each call of
@@ -420,23 +425,14 @@ impl QActs {
                 match level {
                     #[cfg(target_arch = "x86_64")]
                     // The level was detected on this CPU.
-                    Level::Avx512 | Level::AvxVnni | Level::Avx2 => {
-                        x86::quantize_avx2(dst, x, tokens, k)
-                    }
+                    Level::Avx512 => x86::quantize_avx512(dst, x, tokens, k),
+                    #[cfg(target_arch = "x86_64")]
+                    // The level was detected on this CPU.
+                    Level::AvxVnni | Level::Avx2 => x86::quantize_avx2(dst, x, tokens, k),
                     _ => quantize_rows(dst, x, tokens, k),
                 }
             }
         });
-    }
-
-    #[cfg(test)]
-    fn clone_shape_into(&self, other: &mut QActs) {
-        other.t = self.t;
-        other.kpad = self.kpad;
-        other.qs = vec![0; self.qs.len()];
-        other.d = vec![0.0; self.d.len()];
-        other.s = vec![0.0; self.s.len()];
-        other.sums = vec![0; self.sums.len()];
     }
 
     pub fn token_qs(&self, t: usize) -> &[i8] {

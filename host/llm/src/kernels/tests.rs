@@ -142,7 +142,8 @@ fn quantized_activations_match_candle() {
     }
 }
 
-/// The SIMD quantizers give the scalar quantizer's bytes, ties included.
+/// Every level's quantizer gives the scalar quantizer's bytes, ties and
+/// all-zero blocks included.
 #[test]
 fn quantizers_match_scalar() {
     let mut rng = StdRng::seed_from_u64(13);
@@ -154,23 +155,18 @@ fn quantizers_match_scalar() {
     }
     x[31] = 127.0;
     x[32 + 31] = -127.0;
+    // A block of zeros (d = 0).
+    x[k + 64..k + 96].fill(0.0);
     let mut want = QActs::default();
-    want.quantize(&x, t, k);
-    let mut got = QActs::default();
-    want.clone_shape_into(&mut got);
-    let dst = QDst {
-        qs: got.qs.as_mut_ptr(),
-        d: got.d.as_mut_ptr(),
-        s: got.s.as_mut_ptr(),
-        sums: got.sums.as_mut_ptr(),
-        kpad: got.kpad,
-    };
-    // SAFETY: `got` has the shape of `want`: t tokens of k values.
-    unsafe { quantize_rows(dst, &x, 0..t, k) };
-    assert_eq!(want.qs, got.qs);
-    assert_eq!(want.d, got.d);
-    assert_eq!(want.s, got.s);
-    assert_eq!(want.sums, got.sums);
+    want.quantize_at(Level::Scalar, &x, t, k);
+    for &level in &supported_levels() {
+        let mut got = QActs::default();
+        got.quantize_at(level, &x, t, k);
+        assert_eq!(want.qs, got.qs, "{level:?}");
+        assert_eq!(want.d, got.d, "{level:?}");
+        assert_eq!(want.s, got.s, "{level:?}");
+        assert_eq!(want.sums, got.sums, "{level:?}");
+    }
 }
 
 /// The KV cache's f16 writes round as the software conversion does.

@@ -609,6 +609,54 @@ pub unsafe fn quantize_avx2(dst: super::QDst, x: &[f32], tokens: Range<usize>, k
     }
 }
 
+/// [`super::QActs::quantize`] with AVX-512: a block is two vectors, so the
+/// work per block (maximum, rounding, sum, packing) is about half the
+/// instructions of [`quantize_avx2`] (~30% less time: a decoding step of 4
+/// sequences quantizes ~400 blocks per layer, on one thread). The same
+/// values as the scalar code, ties included.
+///
+/// # Safety
+/// The CPU supports AVX-512 F/BW/VL and the AVX2 set; as
+/// [`super::quantize_rows`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+pub unsafe fn quantize_avx512(dst: super::QDst, x: &[f32], tokens: Range<usize>, k: usize) {
+    use super::QK;
+    let (kpad, nb) = (dst.kpad, dst.kpad / QK);
+    let half = _mm512_set1_ps(0.5);
+    let one = _mm512_castps_si512(_mm512_set1_ps(1.0));
+    let sign = _mm512_set1_epi32(i32::MIN);
+    for ti in tokens {
+        for b in 0..k / QK {
+            let xs = x.as_ptr().add(ti * k + b * QK);
+            let v = [_mm512_loadu_ps(xs), _mm512_loadu_ps(xs.add(16))];
+            let amax =
+                _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1])));
+            let d = amax / 127.0;
+            let id = _mm512_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+            let mut iv = [_mm512_setzero_si512(); 2];
+            for i in 0..2 {
+                // Half away from zero: truncate, then step one away from
+                // zero where the dropped fraction is at least a half.
+                let y = _mm512_mul_ps(v[i], id);
+                let tr = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
+                let up =
+                    _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_abs_ps(_mm512_sub_ps(y, tr)), half);
+                let away = _mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(y), sign), one);
+                let r = _mm512_mask_add_ps(tr, up, tr, _mm512_castsi512_ps(away));
+                iv[i] = _mm512_cvttps_epi32(r);
+            }
+            let sumi = _mm512_reduce_add_epi32(_mm512_add_epi32(iv[0], iv[1]));
+            let q = dst.qs.add(ti * kpad + b * QK) as *mut __m128i;
+            _mm_storeu_si128(q, _mm512_cvtsepi32_epi8(iv[0]));
+            _mm_storeu_si128(q.add(1), _mm512_cvtsepi32_epi8(iv[1]));
+            let d = round_f16(d);
+            *dst.d.add(ti * nb + b) = d;
+            *dst.s.add(ti * nb + b) = round_f16(round_f16(sumi as f32) * d);
+            *dst.sums.add(ti * nb + b) = sumi;
+        }
+    }
+}
+
 /// `x` rounded to f16 (to nearest, ties to even) and back, by F16C: the same
 /// value as [`super::f32_to_f16`] then [`super::f16_to_f32`], without their
 /// branches (a block of activations rounds three values).
