@@ -653,10 +653,10 @@ class Bench:
             # Paired gain: one stream again right after the most streams, so each
             # repetition divides by one-stream rates measured on either side.
             again = self.concurrency(system, srv.port, 1, run + 500, extra, record=False)
-            def mean_of_one(i):
-                x, y = rates[1][i], again[i]
+            def mean(x, y):
                 return (x + y) / 2 if x and y else None
-            one_agg, one_steady = mean_of_one(0), mean_of_one(1)
+            (agg1, steady1), (agg1b, steady1b) = rates[1], again
+            one_agg, one_steady = mean(agg1, agg1b), mean(steady1, steady1b)
             for c, (agg, steady) in rates.items():
                 if c > 1:
                     self.add(system, f"conc{c}_paired_gain", agg / one_agg)
@@ -984,7 +984,7 @@ class Report:
                  "per-stream decode tok/s | time to first token (s) | request latency (s) |")
         L.append("|---|---|---|---|---|---|---|")
         names = {"llama-server": "llama-server (`-np 4`)", "sandpiper": "sandpiper serve",
-                 "native": "Sandpiper backend, in-process (a thread per stream)"}
+                 "native": "Sandpiper backend, in-process (a thread per stream, after the same prompt)"}
         for c in a.concurrency:
             for s in ("llama-server", "sandpiper", "native"):
                 if not self.vals(s, f"conc{c}_aggregate_tok_s"):

@@ -116,9 +116,10 @@ static CURRENT: Mutex<(Weak<Chunk>, usize)> = Mutex::new((Weak::new(), 0));
 /// The bytes of one weight matrix: a range of a shared [`Chunk`] that only
 /// this value reads and writes.
 pub(crate) struct WeightBytes {
-    /// Held, not read: keeps the memory at `ptr` alive.
+    /// Held, not read: keeps the memory at `ptr` alive (`None` for an empty
+    /// range, which takes no chunk).
     #[allow(dead_code)]
-    chunk: Arc<Chunk>,
+    chunk: Option<Arc<Chunk>>,
     ptr: *mut u8,
     len: usize,
 }
@@ -131,6 +132,14 @@ impl WeightBytes {
     /// `len` zeroed bytes, placed after the previous matrix's when its chunk
     /// has room.
     pub(crate) fn zeroed(len: usize) -> WeightBytes {
+        if len == 0 {
+            return WeightBytes {
+                chunk: None,
+                // Never read or written; aligned like every other range.
+                ptr: std::ptr::without_provenance_mut(ALIGN),
+                len,
+            };
+        }
         let mut current = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
         let at = current.1.next_multiple_of(ALIGN);
         let (chunk, at) = match current.0.upgrade() {
@@ -145,14 +154,18 @@ impl WeightBytes {
         // than trust that of every allocator.
         let ptr = unsafe { chunk.ptr.add(at) };
         unsafe { ptr.write_bytes(0, len) };
-        WeightBytes { chunk, ptr, len }
+        WeightBytes {
+            chunk: Some(chunk),
+            ptr,
+            len,
+        }
     }
 }
 
 impl Deref for WeightBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: `len` bytes at `ptr`, alive while `chunk` is.
+        // SAFETY: `len` bytes at `ptr`, alive while `chunk` is (or none).
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
@@ -176,7 +189,7 @@ mod tests {
 
     #[test]
     fn ranges_are_zeroed_aligned_and_disjoint() {
-        let mut all: Vec<WeightBytes> = [100, 4096, 1, 70_000, CHUNK + 5, 3]
+        let mut all: Vec<WeightBytes> = [100, 4096, 1, 0, 70_000, CHUNK + 5, 3]
             .iter()
             .map(|&n| WeightBytes::zeroed(n))
             .collect();
@@ -196,9 +209,10 @@ mod tests {
     #[test]
     fn a_chunk_is_freed_with_its_last_matrix() {
         // A whole number of huge pages over the chunk size: a chunk of its
-        // own, with no room left for another test's matrix.
+        // own, with no room left for another test's matrix (empty ones take
+        // no chunk).
         let w = WeightBytes::zeroed(CHUNK + HUGE_PAGE);
-        let chunk = Arc::downgrade(&w.chunk);
+        let chunk = Arc::downgrade(w.chunk.as_ref().unwrap());
         drop(w);
         assert!(chunk.upgrade().is_none());
     }
@@ -213,7 +227,7 @@ mod tests {
             return;
         }
         let w = WeightBytes::zeroed(3 << 20);
-        assert_eq!(w.chunk.ptr as usize % HUGE_PAGE, 0);
+        assert_eq!(w.chunk.as_ref().unwrap().ptr as usize % HUGE_PAGE, 0);
         let at = w.as_ptr() as usize;
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let mut inside = false;
