@@ -101,6 +101,7 @@ pub struct ToolSpec {
 pub fn tool_calls(tools: &[ToolSpec], multiple: bool) -> Result<Grammar, (usize, SchemaError)> {
     let mut c = Compiler::new(&Value::Null);
     let ws = Elem::Rule(c.ws());
+    let sp = Elem::Rule(c.space());
     let mut calls = Vec::with_capacity(tools.len());
     for (i, tool) in tools.iter().enumerate() {
         c.root = tool.parameters.clone();
@@ -109,17 +110,17 @@ pub fn tool_calls(tools: &[ToolSpec], multiple: bool) -> Result<Grammar, (usize,
         let mut call = GrammarBuilder::literal("{");
         call.push(ws);
         call.extend(GrammarBuilder::literal("\"name\""));
-        call.push(ws);
+        call.push(sp);
         call.extend(GrammarBuilder::literal(":"));
-        call.push(ws);
+        call.push(sp);
         call.extend(GrammarBuilder::literal(&json_string(&tool.name)));
-        call.push(ws);
+        call.push(sp);
         call.extend(GrammarBuilder::literal(","));
         call.push(ws);
         call.extend(GrammarBuilder::literal("\"arguments\""));
-        call.push(ws);
+        call.push(sp);
         call.extend(GrammarBuilder::literal(":"));
-        call.push(ws);
+        call.push(sp);
         call.extend(parameters);
         call.push(ws);
         call.extend(GrammarBuilder::literal("}"));
@@ -148,6 +149,7 @@ struct Compiler {
     root: Value,
     refs: HashMap<String, RuleId>,
     ws: Option<RuleId>,
+    space: Option<RuleId>,
     value: Option<RuleId>,
     string: Option<RuleId>,
     character: Option<RuleId>,
@@ -160,28 +162,49 @@ impl Compiler {
             root: root.clone(),
             refs: HashMap::new(),
             ws: None,
+            space: None,
             value: None,
             string: None,
             character: None,
         }
     }
 
-    /// Optional whitespace, as llama.cpp's JSON grammar has it: nothing, a
-    /// space, or a newline and up to 20 spaces or tabs of indentation —
-    /// enough for pretty-printed JSON, never an endless run of blank lines.
+    /// Optional whitespace where a pretty-printer breaks lines (after `{`,
+    /// `[` and `,`, before `}` and `]`): nothing, a space, or a newline and
+    /// an indentation of up to 20 spaces or up to 5 tabs. Enough for any
+    /// pretty-printed JSON, never an endless run of blank lines, and — unlike
+    /// llama.cpp's rule (any whitespace between any two tokens, tabs and
+    /// spaces mixed) — no room for a model that wanted prose to pad every
+    /// slot of its answer with `\n \t \t…` until it runs out of tokens.
     fn ws(&mut self) -> RuleId {
         if let Some(id) = self.ws {
             return id;
         }
-        let indent = self
-            .g
-            .repeat(&[Elem::Bytes(ByteSet::of(b" \t"))], 0, Some(20));
-        let mut newline = GrammarBuilder::literal("\n");
-        newline.extend(indent);
+        let mut spaces = GrammarBuilder::literal("\n");
+        spaces.extend(
+            self.g
+                .repeat(&[Elem::Bytes(ByteSet::of(b" "))], 0, Some(20)),
+        );
+        let mut tabs = GrammarBuilder::literal("\n");
+        tabs.extend(
+            self.g
+                .repeat(&[Elem::Bytes(ByteSet::of(b"\t"))], 1, Some(5)),
+        );
         let id = self
             .g
-            .rule(vec![vec![], GrammarBuilder::literal(" "), newline]);
+            .rule(vec![vec![], GrammarBuilder::literal(" "), spaces, tabs]);
         self.ws = Some(id);
+        id
+    }
+
+    /// Optional whitespace inside a line (around `:`, before `,`): nothing
+    /// or one space, as `{"a": 1, "b": 2}` has it.
+    fn space(&mut self) -> RuleId {
+        if let Some(id) = self.space {
+            return id;
+        }
+        let id = self.g.rule(vec![vec![], GrammarBuilder::literal(" ")]);
+        self.space = Some(id);
         id
     }
 
@@ -298,12 +321,13 @@ impl Compiler {
     /// `{ "key": value, … }` with any keys.
     fn map_of(&mut self, value: Vec<Elem>) -> RuleId {
         let ws = Elem::Rule(self.ws());
+        let sp = Elem::Rule(self.space());
         let string = self.string();
-        let mut member = vec![Elem::Rule(string), ws];
+        let mut member = vec![Elem::Rule(string), sp];
         member.extend(GrammarBuilder::literal(":"));
-        member.push(ws);
+        member.push(sp);
         member.extend(value);
-        let mut more = vec![ws];
+        let mut more = vec![sp];
         more.extend(GrammarBuilder::literal(","));
         more.push(ws);
         more.extend(member.iter().copied());
@@ -320,10 +344,11 @@ impl Compiler {
     /// `[ item, … ]` with `min..=max` items.
     fn array_of(&mut self, item: Vec<Elem>, min: usize, max: Option<usize>) -> RuleId {
         let ws = Elem::Rule(self.ws());
+        let sp = Elem::Rule(self.space());
         let mut seq = GrammarBuilder::literal("[");
         seq.push(ws);
         if max != Some(0) {
-            let mut next = vec![ws];
+            let mut next = vec![sp];
             next.extend(GrammarBuilder::literal(","));
             next.push(ws);
             next.extend(item.iter().copied());
@@ -570,12 +595,13 @@ impl Compiler {
             )));
         }
         let ws = Elem::Rule(self.ws());
+        let sp = Elem::Rule(self.space());
         let mut members = Vec::with_capacity(properties.len());
         for (name, schema) in properties {
             let mut member = GrammarBuilder::literal(&json_string(name));
-            member.push(ws);
+            member.push(sp);
             member.extend(GrammarBuilder::literal(":"));
-            member.push(ws);
+            member.push(sp);
             member.extend(self.schema(schema, &format!("{path}/properties/{name}"))?);
             members.push((required.contains(&name.as_str()), member));
         }
@@ -588,7 +614,7 @@ impl Compiler {
             let (is_required, member) = &members[k];
             let mut with = member.clone();
             with.push(Elem::Rule(rest_next));
-            let mut comma_with = vec![ws];
+            let mut comma_with = vec![sp];
             comma_with.extend(GrammarBuilder::literal(","));
             comma_with.push(ws);
             comma_with.extend(member.iter().copied());
@@ -649,6 +675,39 @@ mod tests {
         // A lone continuation byte is not UTF-8.
         let m = Matcher::new(Arc::new(g));
         assert!(m.advanced_by(b"{\"\x80").is_none());
+    }
+
+    #[test]
+    fn whitespace_where_pretty_printers_put_it() {
+        let g = json_schema(&json!({
+            "type": "object",
+            "properties": {"a": {"type": "array", "items": {"type": "integer"}}, "b": {}},
+            "required": ["a", "b"]
+        }))
+        .unwrap();
+        let doc = json!({"a": [1, 2], "b": {"c": [true, {"d": null}]}});
+        let pretty = serde_json::to_string_pretty(&doc).unwrap();
+        for ok in [
+            doc.to_string(),
+            pretty.clone(),
+            pretty.replace("  ", "\t"),
+            r#"{ "a" : [ 1 , 2 ] , "b" : { "c" : [ true , { "d" : null } ] } }"#.into(),
+        ] {
+            assert!(accepts(&g, &ok), "{ok:?}");
+            assert!(accepts(&any_json_object(), &ok), "{ok:?}");
+        }
+        for bad in [
+            "{\"a\"\n: [1, 2], \"b\": 0}",
+            "{\"a\":\n[1, 2], \"b\": 0}",
+            "{\"a\": [1\n, 2], \"b\": 0}",
+            "{\"a\":  [1, 2], \"b\": 0}",
+            "{\n \t\"a\": [1, 2], \"b\": 0}",
+            "{\n\n\"a\": [1, 2], \"b\": 0}",
+            &format!("{{\n{}\"a\": [1, 2], \"b\": 0}}", " ".repeat(21)),
+        ] {
+            assert!(!accepts(&g, bad), "{bad:?}");
+            assert!(!accepts(&any_json_object(), bad), "{bad:?}");
+        }
     }
 
     #[test]
