@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use sandpiper_llm::{Model, SamplingParams};
+use sandpiper_llm::{Model, SamplingParams, Sequence};
 use serde_json::json;
 
 const TEXT: &str = "The lighthouse stood at the edge of the world, where the grey sea \
@@ -129,6 +129,18 @@ fn main() -> anyhow::Result<()> {
         temperature: 0.0,
         ..Default::default()
     };
+    // A greedy sequence ready to decode, and its first input: after an
+    // untimed prompt of `context` tokens (the positions a served request
+    // decodes at, so attention costs the same on both sides), or at the start.
+    let primed = |context: Option<usize>| -> anyhow::Result<(Sequence, u32)> {
+        let mut seq = model.new_sequence();
+        seq.set_sampling(&greedy);
+        let next = match context {
+            Some(n) => seq.step(&tokens[..n])?,
+            None => first,
+        };
+        Ok((seq, next))
+    };
 
     // Warm-up, untimed (llama-bench does the same).
     {
@@ -153,9 +165,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut decode_secs = Vec::new();
     for _ in 0..args.reps {
-        let mut seq = model.new_sequence();
-        seq.set_sampling(&greedy);
-        let mut next = first;
+        let (mut seq, mut next) = primed(None)?;
         let t = Instant::now();
         for _ in 0..args.gen {
             next = seq.step(&[next])?;
@@ -164,15 +174,12 @@ fn main() -> anyhow::Result<()> {
     }
     let decode_tok_s: Vec<f64> = decode_secs.iter().map(|s| args.gen as f64 / s).collect();
 
-    // The same decode after an untimed prompt of N tokens: the positions a
-    // served request decodes at, so attention costs the same on both sides.
+    // The same decode after an untimed prompt of N tokens.
     let mut decode_at = serde_json::Value::Null;
     if let Some(n) = args.decode_context {
         let mut secs = Vec::new();
         for _ in 0..args.reps {
-            let mut seq = model.new_sequence();
-            seq.set_sampling(&greedy);
-            let mut next = seq.step(&tokens[..n])?;
+            let (mut seq, mut next) = primed(Some(n))?;
             let t = Instant::now();
             for _ in 0..args.gen {
                 next = seq.step(&[next])?;
@@ -194,18 +201,13 @@ fn main() -> anyhow::Result<()> {
             let t = std::thread::scope(|s| -> anyhow::Result<f64> {
                 let handles: Vec<_> = (0..n)
                     .map(|_| {
-                        let (model, start, greedy, tokens) = (&model, &start, &greedy, &tokens);
+                        let (start, primed) = (&start, &primed);
                         s.spawn(move || -> anyhow::Result<()> {
-                            let mut seq = model.new_sequence();
-                            seq.set_sampling(greedy);
-                            let primed = match args.decode_context {
-                                Some(n) => seq.step(&tokens[..n]),
-                                None => Ok(first),
-                            };
+                            let primed = primed(args.decode_context);
                             // Past the barrier before any error returns, or
                             // the other threads would wait forever.
                             start.wait();
-                            let mut next = primed?;
+                            let (mut seq, mut next) = primed?;
                             for _ in 0..args.gen {
                                 next = seq.step(&[next])?;
                             }

@@ -440,16 +440,19 @@ impl Llama {
         s.acts.quantize(&s.xn[..n * dim], n, dim);
         let head = self.head();
         let vocab = head.rows;
+        // Grown, never cleared: the head writes every element of its n rows,
+        // so zeroing n × vocab floats first would be wasted work each pass.
         let mut all = std::mem::take(&mut s.logits);
-        all.clear();
-        all.resize(n * vocab, 0.0);
+        if all.len() < n * vocab {
+            all.resize(n * vocab, 0.0);
+        }
         let jobs = [MatJob {
             w: head,
             out: out(&mut all, vocab),
         }];
-        // SAFETY: `all` holds n rows of the head's rows.
+        // SAFETY: `all` holds at least n rows of the head's rows.
         unsafe { kernels::par_matmul(&jobs, &s.acts) };
-        let mut rows = all.chunks_exact(vocab);
+        let mut rows = all[..n * vocab].chunks_exact(vocab);
         for g in segments.iter() {
             logits.push(
                 g.logits
