@@ -44,9 +44,10 @@ def test_json_schema_validates_whatever_the_prompt(client):
     r = client.chat.completions.create(
         model=MODEL,
         temperature=0,
-        # Room for every whitespace slot the grammar allows (a newline and 20
-        # spaces of indentation, llama.cpp's rule), which a model that wanted
-        # prose may fill: the answer must not depend on the exact greedy path.
+        # Room for every whitespace slot the grammar allows (a line break and
+        # up to 20 spaces of indentation after `{`, `[` and `,`), which a model
+        # that wanted prose may fill: the answer must not depend on the exact
+        # greedy path.
         max_tokens=300,
         # Prose is what this prompt would get without the constraint.
         messages=[{"role": "user", "content": "Write a poem about the sea."}],
