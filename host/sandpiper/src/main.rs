@@ -51,6 +51,12 @@ struct ServeArgs {
     /// progress at once, and how many sequences one decode batch can gather.
     #[arg(long, env = "SANDPIPER_GUEST_THREADS")]
     guest_threads: Option<usize>,
+    /// Threads of the HTTP front. It only parses requests and
+    /// moves response bytes; guests and inference run elsewhere. Each one more
+    /// costs CPU on every streamed token (tokio wakes a second thread to look
+    /// for work), which a small machine takes from the kernels.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), env = "SANDPIPER_HTTP_THREADS")]
+    http_threads: u16,
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     max_body_bytes: usize,
@@ -116,6 +122,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
             (4 * cpus).max(8)
         }),
+        http_threads: args.http_threads.into(),
         max_body_bytes: args.max_body_bytes,
         api_key: args.api_key.filter(|k| !k.is_empty()),
         guest_fuel: args.guest_fuel,
@@ -146,6 +153,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     });
 
     let http_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.http_threads)
         .thread_name("sandpiper-http")
         .enable_all()
         .build()?;
