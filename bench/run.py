@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import queue
+import re
 import selectors
 import shutil
 import socket
@@ -34,6 +35,8 @@ LLAMA_CPP_PYTHON = "0.3.36"
 MODEL = "smollm2-135m-instruct"
 # HTTP decodes per repetition in the paired sandbox-overhead measure.
 OVERHEAD_PAIRS = 3
+# Thread names of `sandpiper serve` (as `thread_cpu_ns` groups them) -> what they do.
+CPU_GROUPS = {"sandpiper-http": "http"}
 
 # The one text that makes the model talk long (decode and concurrency runs).
 LONG_ANSWER = (
@@ -211,6 +214,21 @@ def vm_hwm_kib(pid):
     raise BenchError(f"no VmHWM for pid {pid}")
 
 
+def thread_cpu_ns(pid):
+    """CPU time so far of each thread of process `pid`, summed by thread name with
+    trailing digits and dashes dropped (`sandpiper-http`, `sandpiper-llm`, ...), in ns,
+    from /proc/PID/task/*/schedstat; {} where that is not available."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            name = (task / "comm").read_text().strip().rstrip("0123456789-")
+            ns = int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        out[name] = out.get(name, 0) + ns
+    return out
+
+
 def cpu_model():
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -255,22 +273,36 @@ def stream_chat(port, body, timeout=600, path="/v1/chat/completions"):
     return stream_many(port, [body], timeout, path)[0]
 
 
+# A streamed event with text in it: a chat delta's or a completion choice's, not empty.
+FIRST_TEXT = re.compile(rb'"(?:content|text)":"[^"]')
+# Once a stream has shown its first text, the client asks the kernel not to wake it
+# before this many bytes have arrived or the connection has closed.
+QUIET_BYTES = 256 * 1024
+
+
 def stream_many(port, bodies, timeout=600, path="/v1/chat/completions"):
     """Streaming (chat) completions sent together, one per body, timed from the client.
     Returns per request a dict with ttft (s to the first non-empty content delta),
-    decode_s (first to last content delta), total_s, prompt_tokens, completion_tokens,
-    finish_reason, text.
+    decode_s (first content delta to the end of the response), total_s, prompt_tokens,
+    completion_tokens, finish_reason, text.
 
     The client must cost the measured server as little as possible: on a 2-CPU machine
-    every microsecond it spends per token is taken from the server's compute threads
-    (http.client's chunked readline plus a JSON parse per event cost ~140 µs per token
-    here). So while streaming it only receives bytes and notes when each piece arrived,
-    all connections on one thread (no interpreter lock passed between threads per
-    event); the HTTP framing and the events are parsed after the responses have ended,
-    each event timed by the arrival of the piece that completed it."""
+    every microsecond it spends per token is taken from the server's compute threads.
+    Woken for every event, even a client that only receives bytes costs ~120 µs of CPU
+    per token here (http.client's chunked readline plus a JSON parse per event cost
+    ~140). So each response is watched only until its first text arrives (that piece's
+    arrival time is the first token's) — with several streams, until every one has
+    shown its first text, so what each received by then is known; then `SO_RCVLOWAT`
+    keeps the kernel from waking the client until the response has ended (or
+    QUIET_BYTES are waiting), ~20 µs per token in all. The end of the response stands in for the last token's arrival: the
+    events after it (finish, usage, `[DONE]`) follow within microseconds, so decode
+    rates are, if anything, understated. HTTP framing and events are parsed after the
+    responses have ended. All connections are served by one thread (no interpreter
+    lock passed between threads per event)."""
     socks = []
     starts, ends = {}, {}
     pieces = {}  # socket -> [(arrival time, bytes)]
+    watching = set()  # sockets whose first text has not arrived yet
     sel = selectors.DefaultSelector()
     try:
         for body in bodies:
@@ -286,6 +318,7 @@ def stream_many(port, bodies, timeout=600, path="/v1/chat/completions"):
             starts[sock] = time.perf_counter()
             sock.sendall(request)
             pieces[sock] = []
+            watching.add(sock)
             sel.register(sock, selectors.EVENT_READ)
         open_socks = len(socks)
         while open_socks:
@@ -293,13 +326,22 @@ def stream_many(port, bodies, timeout=600, path="/v1/chat/completions"):
             if not ready:
                 raise BenchError(f"POST {path}: no data for {timeout} s")
             for key, _ in ready:
-                data = key.fileobj.recv(65536)
+                sock = key.fileobj
+                data = sock.recv(QUIET_BYTES)
                 now = time.perf_counter()
                 if data:
-                    pieces[key.fileobj].append((now, data))
+                    pieces[sock].append((now, data))
+                    # The text may straddle two pieces: look at the last two.
+                    tail = b"".join(p for _, p in pieces[sock][-2:])
+                    if sock in watching and FIRST_TEXT.search(tail):
+                        watching.discard(sock)
+                        if not watching:  # every stream is decoding
+                            for s, _ in socks:
+                                with contextlib.suppress(OSError, AttributeError):
+                                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, QUIET_BYTES)
                 else:
-                    ends[key.fileobj] = now
-                    sel.unregister(key.fileobj)
+                    ends[sock] = now
+                    sel.unregister(sock)
                     open_socks -= 1
     finally:
         sel.close()
@@ -418,14 +460,18 @@ def decode_rate(r):
 
 
 def steady_decode_rate(results):
-    """Aggregate decode tok/s while every stream is generating: the content deltas that
-    arrive after the last stream's first one and no later than the first stream's last,
-    ÷ that time (no prefill inside; for one stream its decode rate)."""
+    """Aggregate decode tok/s while every stream is generating: from the last stream's
+    first token on, each stream's tokens after that moment ÷ the time from it to that
+    stream's end, summed (the client sees each token's arrival only until every stream
+    has begun; see `stream_many`). No prefill is inside; for one stream its decode
+    rate."""
     lo = max(r["t_first"] for r in results)
-    hi = min(r["t_last"] for r in results)
-    if hi <= lo:
-        return None
-    return sum(sum(1 for t in r["times"] if lo < t <= hi) for r in results) / (hi - lo)
+    total = 0
+    for r in results:
+        if r["t_last"] <= lo:
+            return None
+        total += sum(1 for t in r["times"] if t > lo) / (r["t_last"] - lo)
+    return total
 
 
 def chat_body(content, max_tokens, extra):
@@ -709,9 +755,23 @@ class Bench:
         one burst of someone else's load can sink a single pair."""
         natives = [self.native_decode_at_context()]
         for k in range(OVERHEAD_PAIRS):
+            before, client0 = thread_cpu_ns(srv.proc.pid), time.process_time()
             r = stream_chat(srv.port, chat_body(decode_prompt(5000 + run * OVERHEAD_PAIRS + k),
                                                 self.a.gen_tokens, {}))
+            client1 = time.process_time()
+            after = thread_cpu_ns(srv.proc.pid)
             natives.append(self.native_decode_at_context())
+            # Where the CPU went, per streamed token: on a machine with as many cores
+            # as compute threads, whatever runs beside the kernels' threads is taken
+            # from them (a measure that does not drift with the machine's speed).
+            tokens = r["completion_tokens"] or 0
+            if after and tokens:
+                for name, ns in after.items():
+                    group = CPU_GROUPS.get(name)
+                    if group:
+                        self.add("sandpiper", f"cpu_us_per_token_{group}",
+                                 (ns - before.get(name, 0)) / 1e3 / tokens)
+                self.add("sandpiper", "cpu_us_per_token_client", (client1 - client0) * 1e6 / tokens)
             web = decode_rate(r)
             if web:
                 around = (natives[-2] + natives[-1]) / 2
@@ -929,7 +989,18 @@ class Report:
                      f"in-process decodes after the same {self.b.decode_context}-token prompt, back to back: "
                      f"{self.cell('sandpiper', 'paired_http_decode_tok_s')} vs "
                      f"{self.cell('native', 'paired_decode_tok_s')} tok/s).")
-            L.append("")
+            http, client = (self.med("sandpiper", f"cpu_us_per_token_{g}") for g in ("http", "client"))
+            step = self.med("sandpiper", "paired_http_decode_tok_s")
+            if http is not None and client is not None and step:
+                step = 1e6 / step
+                L.append(f"CPU that served decodes cost outside the compute threads, per streamed token "
+                         f"(median over the pairs, the whole request; a decode step takes {fmt(step)} µs): "
+                         f"Sandpiper's HTTP runtime {fmt(http)} µs ({100 * http / step:.1f}%: writing each "
+                         f"event to the socket, the kernel's loopback delivery to the client included), "
+                         f"the benchmark's client {fmt(client)} µs ({100 * client / step:.1f}%). With "
+                         f"{a.threads} compute threads on {os.cpu_count()} CPUs this time is taken from "
+                         f"the kernels' threads.")
+                L.append("")
         if web and at:
             L.append(f"Unpaired, from medians of runs minutes apart (noisy on a shared machine): "
                      f"Sandpiper over HTTP through the guest decodes at "
@@ -1012,10 +1083,10 @@ class Report:
             steady = [f"{names[s]} {self.cell(s, f'conc{top}_paired_decode_gain', 2)}×"
                       for s in ("sandpiper", "llama-server") if self.vals(s, f"conc{top}_paired_decode_gain")]
             if steady:
-                L.append(f"The same pairs, decode phase only (while all {top} streams generate: tokens "
-                         "arriving between the last stream's first token and the first stream's last, "
-                         "÷ that time, against one stream's decode rate; what batching the steps gains, "
-                         "without the prompts): " + "; ".join(steady) + ".")
+                L.append(f"The same pairs, decode phase only (from the last of the {top} streams' first "
+                         "tokens on: each stream's tokens after it ÷ the time to its end, summed, against "
+                         "one stream's decode rate; what batching the steps gains, without the prompts): "
+                         + "; ".join(steady) + ".")
                 L.append("")
         return "\n".join(L)
 
