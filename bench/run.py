@@ -250,7 +250,8 @@ def git_commit():
     def git(*a):
         return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
     commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no"):
+    # The results file itself is rewritten by every run: a change there alone is not one.
+    if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/RESULTS.md"):
         commit += " (with uncommitted changes)"
     return commit
 
