@@ -35,8 +35,6 @@ LLAMA_CPP_PYTHON = "0.3.36"
 MODEL = "smollm2-135m-instruct"
 # HTTP decodes per repetition in the paired sandbox-overhead measure.
 OVERHEAD_PAIRS = 3
-# Thread names of `sandpiper serve` (as `thread_cpu_ns` groups them) -> what they do.
-CPU_GROUPS = {"sandpiper-http": "http"}
 
 # The one text that makes the model talk long (decode and concurrency runs).
 LONG_ANSWER = (
@@ -295,9 +293,9 @@ def stream_many(port, bodies, timeout=600, path="/v1/chat/completions"):
     arrival time is the first token's) — with several streams, until every one has
     shown its first text, so what each received by then is known; then `SO_RCVLOWAT`
     keeps the kernel from waking the client until the response has ended (or
-    QUIET_BYTES are waiting), ~20 µs per token in all. The end of the response stands in for the last token's arrival: the
-    events after it (finish, usage, `[DONE]`) follow within microseconds, so decode
-    rates are, if anything, understated. HTTP framing and events are parsed after the
+    QUIET_BYTES are waiting), ~20 µs per token in all. The end of the response stands
+    in for the last token's arrival: the events after it (finish, usage, `[DONE]`)
+    follow within microseconds, so decode rates are, if anything, understated. HTTP framing and events are parsed after the
     responses have ended. All connections are served by one thread (no interpreter
     lock passed between threads per event)."""
     socks = []
@@ -766,12 +764,9 @@ class Bench:
             # as compute threads, whatever runs beside the kernels' threads is taken
             # from them (a measure that does not drift with the machine's speed).
             tokens = r["completion_tokens"] or 0
-            if after and tokens:
-                for name, ns in after.items():
-                    group = CPU_GROUPS.get(name)
-                    if group:
-                        self.add("sandpiper", f"cpu_us_per_token_{group}",
-                                 (ns - before.get(name, 0)) / 1e3 / tokens)
+            if "sandpiper-http" in after and tokens:
+                http_ns = after["sandpiper-http"] - before.get("sandpiper-http", 0)
+                self.add("sandpiper", "cpu_us_per_token_http", http_ns / 1e3 / tokens)
                 self.add("sandpiper", "cpu_us_per_token_client", (client1 - client0) * 1e6 / tokens)
             web = decode_rate(r)
             if web:
