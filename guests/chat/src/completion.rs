@@ -282,11 +282,7 @@ fn stream(
             return log_done(chat, 200, session, models, None, "client gone");
         }
         let result = {
-            let mut sink = SseSink {
-                chunks: &chunks,
-                index: index as u64,
-                write: |bytes: &[u8]| body.send(bytes),
-            };
+            let mut sink = SseSink::new(&chunks, index as u64, |bytes: &[u8]| body.send(bytes));
             run_choice(chat, session, &mut models[index], &mut sink)
         };
         match result {

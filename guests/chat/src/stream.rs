@@ -16,6 +16,7 @@ use crate::logprobs::{choice_logprobs, TokenLogprob};
 use crate::response::{CompletionId, Usage};
 use crate::tools::ToolCall;
 use sandpiper_guest_sdk::http::Disconnected;
+use sandpiper_guest_sdk::sse::TextEvent;
 use serde_json::{json, Value};
 
 /// Builds the SSE events of one streamed completion.
@@ -100,15 +101,39 @@ impl Chunks {
 /// A [`Sink`] that sends each delta as a content chunk through `write`,
 /// which must flush so the client sees tokens as they are generated.
 pub struct SseSink<'a, W> {
-    pub chunks: &'a Chunks,
+    chunks: &'a Chunks,
     /// The choice the deltas belong to.
-    pub index: u64,
-    pub write: W,
+    index: u64,
+    /// Content chunks pre-serialized around their text, when they carry no
+    /// logprobs (which differ from chunk to chunk).
+    event: Option<TextEvent>,
+    write: W,
+}
+
+impl<'a, W> SseSink<'a, W> {
+    /// The sink of choice `index`.
+    pub fn new(chunks: &'a Chunks, index: u64, write: W) -> Self {
+        let event = if chunks.logprobs {
+            None
+        } else {
+            TextEvent::new(|text| chunks.content(index, text, &[]))
+        };
+        Self {
+            chunks,
+            index,
+            event,
+            write,
+        }
+    }
 }
 
 impl<W: FnMut(&[u8]) -> Result<(), Disconnected>> Sink for SseSink<'_, W> {
     fn text(&mut self, delta: &str, logprobs: &[TokenLogprob]) -> Result<(), Disconnected> {
-        (self.write)(&self.chunks.content(self.index, delta, logprobs))
+        let event = match &self.event {
+            Some(event) => event.render(delta),
+            None => self.chunks.content(self.index, delta, logprobs),
+        };
+        (self.write)(&event)
     }
 }
 
@@ -186,6 +211,28 @@ mod tests {
     }
 
     #[test]
+    fn sink_sends_what_content_builds() {
+        for (include_usage, model) in [(true, "m"), (false, "m"), (true, "odd \u{1} model")] {
+            let c = Chunks {
+                ident: CompletionId {
+                    model: model.into(),
+                    ..chunks(include_usage).ident
+                },
+                ..chunks(include_usage)
+            };
+            for delta in ["Hi", "\"\\\n", "é😀", "\u{1}"] {
+                let mut wire = Vec::new();
+                let mut sink = SseSink::new(&c, 3, |b: &[u8]| {
+                    wire.extend_from_slice(b);
+                    Ok(())
+                });
+                sink.text(delta, &[]).unwrap();
+                assert_eq!(wire, c.content(3, delta, &[]), "{model:?} {delta:?}");
+            }
+        }
+    }
+
+    #[test]
     fn no_usage_field_without_include_usage() {
         let role = parse(&chunks(false).role(0));
         assert!(!role.as_object().unwrap().contains_key("usage"));
@@ -204,14 +251,10 @@ mod tests {
         generate(&mut Pieces(pieces.clone()), &[1], &limits, None, &mut whole).unwrap();
 
         let mut wire = Vec::new();
-        let mut sink = SseSink {
-            chunks: &c,
-            index: 1,
-            write: |b: &[u8]| {
-                wire.extend_from_slice(b);
-                Ok(())
-            },
-        };
+        let mut sink = SseSink::new(&c, 1, |b: &[u8]| {
+            wire.extend_from_slice(b);
+            Ok(())
+        });
         generate(&mut Pieces(pieces), &[1], &limits, None, &mut sink).unwrap();
         let text = String::from_utf8(wire).unwrap();
         let streamed: String = text

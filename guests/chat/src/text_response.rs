@@ -27,6 +27,7 @@ use crate::generate::{FinishReason, Sink};
 use crate::logprobs::TokenLogprob;
 use crate::response::{CompletionId, Usage};
 use sandpiper_guest_sdk::http::Disconnected;
+use sandpiper_guest_sdk::sse::TextEvent;
 use serde_json::{json, Map, Value};
 
 /// Builds legacy `logprobs` objects for one choice, piece by piece, keeping
@@ -182,6 +183,9 @@ pub struct TextSseSink<'a, W> {
     chunks: &'a TextChunks,
     index: u64,
     logprobs: LegacyLogprobs,
+    /// Text chunks pre-serialized around their text, when they carry no
+    /// logprobs (which differ from chunk to chunk).
+    event: Option<TextEvent>,
     write: W,
 }
 
@@ -201,10 +205,16 @@ impl<'a, W: FnMut(&[u8]) -> Result<(), Disconnected>> TextSseSink<'a, W> {
                 .then(|| LegacyLogprobs::default().push("", &[]));
             write(&chunks.text(index, echo, none))?;
         }
+        let event = if chunks.logprobs {
+            None
+        } else {
+            TextEvent::new(|text| chunks.text(index, text, None))
+        };
         Ok(Self {
             chunks,
             index,
             logprobs: LegacyLogprobs::new(echo),
+            event,
             write,
         })
     }
@@ -212,10 +222,14 @@ impl<'a, W: FnMut(&[u8]) -> Result<(), Disconnected>> TextSseSink<'a, W> {
 
 impl<W: FnMut(&[u8]) -> Result<(), Disconnected>> Sink for TextSseSink<'_, W> {
     fn text(&mut self, delta: &str, entries: &[TokenLogprob]) -> Result<(), Disconnected> {
-        let lp = self.logprobs.push(delta, entries);
-        let event = self
-            .chunks
-            .text(self.index, delta, self.chunks.logprobs.then_some(lp));
+        let event = match &self.event {
+            Some(event) => event.render(delta),
+            None => {
+                let lp = self.logprobs.push(delta, entries);
+                self.chunks
+                    .text(self.index, delta, self.chunks.logprobs.then_some(lp))
+            }
+        };
         (self.write)(&event)
     }
 }
@@ -347,6 +361,30 @@ mod tests {
             .filter(|e| !e.is_empty())
             .map(parse_event)
             .collect()
+    }
+
+    #[test]
+    fn sink_sends_what_text_builds() {
+        for (include_usage, model) in [(true, "m"), (false, "m"), (false, "odd \u{1} model")] {
+            let c = TextChunks {
+                ident: CompletionId {
+                    model: model.into(),
+                    ..ident()
+                },
+                include_usage,
+                logprobs: false,
+            };
+            for delta in ["Hi", "\"\\\n", "é😀", "\u{1}"] {
+                let mut wire = Vec::new();
+                let mut sink = TextSseSink::start(&c, 2, "", |b: &[u8]| {
+                    wire.extend_from_slice(b);
+                    Ok(())
+                })
+                .unwrap();
+                sink.text(delta, &[]).unwrap();
+                assert_eq!(wire, c.text(2, delta, None), "{model:?} {delta:?}");
+            }
+        }
     }
 
     #[test]
