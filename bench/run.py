@@ -295,9 +295,9 @@ def stream_many(port, bodies, timeout=600, path="/v1/chat/completions"):
     keeps the kernel from waking the client until the response has ended (or
     QUIET_BYTES are waiting), ~20 µs per token in all. The end of the response stands
     in for the last token's arrival: the events after it (finish, usage, `[DONE]`)
-    follow within microseconds, so decode rates are, if anything, understated. HTTP framing and events are parsed after the
-    responses have ended. All connections are served by one thread (no interpreter
-    lock passed between threads per event)."""
+    follow within microseconds, so decode rates are, if anything, understated. HTTP
+    framing and events are parsed after the responses have ended. All connections are
+    served by one thread (no interpreter lock passed between threads per event)."""
     socks = []
     starts, ends = {}, {}
     pieces = {}  # socket -> [(arrival time, bytes)]
