@@ -614,7 +614,10 @@ class Bench:
     def start_sandpiper(self, tag):
         env = self.thread_env()
         env.setdefault("SANDPIPER_LOG", "warn")
-        cmd = [self.a.sandpiper_bin, "serve", "--listen", "127.0.0.1:0", "--model", MODEL]
+        # No prompt prefix reused between requests, as llama-server's `cache_prompt: false`:
+        # every prompt's prefill is measured, not a copy of an earlier request's KV cache.
+        cmd = [self.a.sandpiper_bin, "serve", "--listen", "127.0.0.1:0", "--model", MODEL,
+               "--prefix-cache-mib", "0"]
         srv = Server("sandpiper serve", cmd, env, self.work / f"sandpiper-{tag}.log")
         srv.wait_ready(600)
         srv.t_ready = time.perf_counter()
@@ -815,7 +818,7 @@ class Bench:
         try:
             srv.wait_ready(600)
             srv.t_ready = time.perf_counter()
-            # No reuse of a cached prompt prefix between requests (sandpiper has none).
+            # No reuse of a cached prompt prefix between requests (nor in sandpiper's).
             self.http_suite("llama-server", srv, run, {"cache_prompt": False})
             self.add("llama-server", "peak_rss_mib", vm_hwm_kib(srv.proc.pid) / 1024)
         finally:

@@ -254,7 +254,7 @@ fn whole(
         })
         .collect();
     let outcomes: Vec<Outcome> = results.iter().map(|(_, outcome, _)| *outcome).collect();
-    let body = completion(&ident, &choices, usage(session, &outcomes));
+    let body = completion(&ident, &choices, usage(session, models, &outcomes));
     respond_json(out, 200, &body.to_string());
     log_done(chat, 200, session, models, outcomes.last().copied(), "");
 }
@@ -318,18 +318,20 @@ fn stream(
     // The client may leave during these last writes; nothing is left to
     // stop, so failures are ignored.
     if chat.include_usage {
-        let _ = body.send(&chunks.usage(usage(session, &outcomes)));
+        let _ = body.send(&chunks.usage(usage(session, models, &outcomes)));
     }
     let _ = body.send(sse::DONE);
     body.finish();
     log_done(chat, 200, session, models, outcomes.last().copied(), "");
 }
 
-/// The prompt counted once (it is shared), plus every choice's completion.
-fn usage(session: &Session, outcomes: &[Outcome]) -> Usage {
+/// The prompt counted once (it is shared), plus every choice's completion;
+/// the prompt's reuse as the first choice found it.
+fn usage(session: &Session, models: &[NnModel], outcomes: &[Outcome]) -> Usage {
     Usage {
         prompt_tokens: session.prompt.len() as u64,
         completion_tokens: outcomes.iter().map(|o| o.completion_tokens).sum(),
+        cached_tokens: models.first().map_or(0, |m| m.reused),
     }
 }
 
@@ -380,6 +382,9 @@ pub(crate) struct NnModel<'a> {
     pub(crate) resamples: u64,
     mask_ns: u64,
     mask_started_ns: u64,
+    /// Prompt tokens the host took from an earlier sequence's KV cache
+    /// (its `reused` output, on the first step).
+    pub(crate) reused: u64,
 }
 
 impl<'a> NnModel<'a> {
@@ -395,6 +400,7 @@ impl<'a> NnModel<'a> {
             resamples: 0,
             mask_ns: 0,
             mask_started_ns: 0,
+            reused: 0,
         }
     }
 
@@ -446,11 +452,16 @@ impl Model for NnModel<'_> {
         if let Some(sampling) = self.sampling.take() {
             inputs.push(("sampling", Tensor::bytes(sampling)));
         }
-        let step = Self::read_step(self.context.compute(inputs)?)?;
+        let mut out = self.context.compute(inputs)?;
         let now = time::monotonic_ns();
         if self.steps == 0 {
             self.first_done_ns = now;
+            // Optional: hosts without prefix reuse do not send it.
+            if let Ok(reused) = out.take("reused") {
+                self.reused = reused.to_i32s()?.first().map_or(0, |&n| n.max(0) as u64);
+            }
         }
+        let step = Self::read_step(out)?;
         self.last_done_ns = now;
         self.steps += 1;
         Ok(step)

@@ -13,6 +13,9 @@ pub struct Usage {
     pub prompt_tokens: u64,
     /// See [`crate::generate::Outcome::completion_tokens`] for what counts.
     pub completion_tokens: u64,
+    /// Prompt tokens whose KV cache the host reused from an earlier request
+    /// instead of computing (part of `prompt_tokens`).
+    pub cached_tokens: u64,
 }
 
 impl Usage {
@@ -21,6 +24,7 @@ impl Usage {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
         })
     }
 }
@@ -118,6 +122,7 @@ mod tests {
         let usage = Usage {
             prompt_tokens: 3,
             completion_tokens: 2,
+            cached_tokens: 1,
         };
         let paris = Choice {
             content: "Paris",
@@ -130,7 +135,8 @@ mod tests {
             json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 7, "model": "m",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris"},
                              "logprobs": null, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
+                          "prompt_tokens_details": {"cached_tokens": 1}}})
         );
         let empty = Choice {
             content: "",

@@ -205,6 +205,7 @@ mod tests {
         let usage = parse(&c.usage(Usage {
             prompt_tokens: 4,
             completion_tokens: 6,
+            cached_tokens: 0,
         }));
         assert_eq!(usage["choices"], json!([]));
         assert_eq!(usage["usage"]["total_tokens"], 10);

@@ -124,6 +124,9 @@ enum Failed {
 #[derive(Default)]
 struct Stats {
     steps: u64,
+    /// Prompt tokens reused from earlier sequences, each prompt's as its
+    /// first choice found it.
+    cached_tokens: u64,
     /// Of the first choice.
     prefill_ms: f64,
     decode_tok_s: f64,
@@ -154,6 +157,9 @@ fn run_choice(
     if i == 0 && j == 0 {
         stats.prefill_ms = model.prefill_ms();
         stats.decode_tok_s = model.decode_tokens_per_sec();
+    }
+    if j == 0 {
+        stats.cached_tokens += model.reused;
     }
     stats.steps += model.steps;
     result.map_err(|e| match e {
@@ -207,7 +213,7 @@ fn whole(req: &TextRequest, session: &Session, ident: CompletionId, out: Respons
             Err(Failed::Gone) => return,
         }
     }
-    let body = text_completion(&ident, &choices, usage(session, &outcomes));
+    let body = text_completion(&ident, &choices, usage(session, &stats, &outcomes));
     respond_json(out, 200, &body.to_string());
     log_done(req, session, &stats, outcomes.last().copied(), "");
 }
@@ -252,7 +258,7 @@ fn stream(req: &TextRequest, session: &Session, ident: CompletionId, out: Respon
     // The client may leave during these last writes; nothing is left to
     // stop, so failures are ignored.
     if req.include_usage {
-        let _ = body.send(&chunks.usage(usage(session, &outcomes)));
+        let _ = body.send(&chunks.usage(usage(session, &stats, &outcomes)));
     }
     let _ = body.send(sse::DONE);
     body.finish();
@@ -261,10 +267,11 @@ fn stream(req: &TextRequest, session: &Session, ident: CompletionId, out: Respon
 
 /// Each prompt counted once (its choices share it), plus every choice's
 /// completion.
-fn usage(session: &Session, outcomes: &[Outcome]) -> Usage {
+fn usage(session: &Session, stats: &Stats, outcomes: &[Outcome]) -> Usage {
     Usage {
         prompt_tokens: session.prompts.iter().map(|p| p.len() as u64).sum(),
         completion_tokens: outcomes.iter().map(|o| o.completion_tokens).sum(),
+        cached_tokens: stats.cached_tokens,
     }
 }
 

@@ -338,6 +338,7 @@ mod tests {
         let usage = Usage {
             prompt_tokens: 2,
             completion_tokens: 3,
+            cached_tokens: 0,
         };
         let body = text_completion(&ident(), &choices, usage);
         assert_eq!(
@@ -346,7 +347,8 @@ mod tests {
                 "choices": [
                     {"text": "Hello world", "index": 0, "logprobs": null, "finish_reason": "length"},
                     {"text": "!", "index": 1, "logprobs": {"tokens": []}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}})
+                "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5,
+                          "prompt_tokens_details": {"cached_tokens": 0}}})
         );
     }
 
@@ -407,6 +409,7 @@ mod tests {
         let usage = events(&c.usage(Usage {
             prompt_tokens: 1,
             completion_tokens: 1,
+            cached_tokens: 0,
         }))
         .remove(0);
         assert_eq!(usage["choices"], json!([]));

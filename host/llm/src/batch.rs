@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 
 use crate::llama::{Cache, Llama, Scratch, Segment};
+use crate::prefix::Prefixes;
 
 /// How long a leader waits for the previous batch's sequences to queue their
 /// next step. Guest work between steps takes tens of microseconds; a sequence
@@ -36,9 +37,11 @@ const GATHER: Duration = Duration::from_micros(1000);
 /// goes, whatever its size.
 const MAX_BATCH_TOKENS: usize = 512;
 
-/// A model on the native forward pass, with its queue of pending steps.
+/// A model on the native forward pass, with its queue of pending steps (and
+/// the KV caches of finished sequences, kept for prompts that start the same).
 pub(crate) struct Batcher {
     llama: Llama,
+    prefixes: Prefixes,
     queue: Mutex<Queue>,
     /// A step was queued or a sequence left: what a gathering leader waits
     /// for. Only the leader waits here, so the callers of a batch are not
@@ -89,9 +92,11 @@ struct Queue {
 }
 
 impl Batcher {
-    pub fn new(llama: Llama) -> Self {
+    /// `prefix_budget`: bytes of finished sequences' KV caches to keep.
+    pub fn new(llama: Llama, prefix_budget: usize) -> Self {
         Batcher {
             llama,
+            prefixes: Prefixes::new(prefix_budget),
             queue: Mutex::new(Queue::default()),
             arrived: Condvar::new(),
             done: Condvar::new(),
@@ -100,6 +105,10 @@ impl Batcher {
 
     pub fn llama(&self) -> &Llama {
         &self.llama
+    }
+
+    pub fn prefixes(&self) -> &Prefixes {
+        &self.prefixes
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {

@@ -19,12 +19,14 @@ mod error;
 pub mod kernels;
 mod llama;
 mod model;
+mod prefix;
 mod sampler;
 mod sequence;
 mod tokenizer;
 
 pub use batch::BatchStats;
 pub use error::LlmError;
-pub use model::{Model, ModelInfo};
+pub use model::{LoadOptions, Model, ModelInfo};
+pub use prefix::PrefixStats;
 pub use sampler::{Logprobs, Sampled, SamplingParams, TokenLogprob, MAX_TOP_LOGPROBS};
 pub use sequence::Sequence;

@@ -245,6 +245,22 @@ impl Llama {
         }
     }
 
+    /// A new cache holding the first `n` positions of `cache` (a copy).
+    pub fn copy_prefix(&self, cache: &Cache, n: usize) -> Cache {
+        assert!(
+            n <= cache.pos,
+            "a prefix of {n} from a cache of {}",
+            cache.pos
+        );
+        let kvdim = self.cfg.n_kv_heads * self.cfg.head_dim;
+        let copy = |layers: &[Vec<u16>]| layers.iter().map(|l| l[..n * kvdim].to_vec()).collect();
+        Cache {
+            pos: n,
+            k: copy(&cache.k),
+            v: copy(&cache.v),
+        }
+    }
+
     /// Drops whatever a failed forward pass appended to `cache` beyond its
     /// position, so the sequence can go on (or be dropped) consistently.
     pub fn rollback(&self, cache: &mut Cache) {
@@ -481,6 +497,37 @@ pub struct Cache {
     pos: usize,
     k: Vec<Vec<u16>>,
     v: Vec<Vec<u16>>,
+}
+
+impl Cache {
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.pos
+    }
+
+    /// Gives back the room reserved for positions to come.
+    pub fn shrink_to_fit(&mut self) {
+        for layer in self.k.iter_mut().chain(self.v.iter_mut()) {
+            layer.shrink_to_fit();
+        }
+    }
+
+    /// A cache of `pos` positions, `kvdim` zeros each per layer (for tests
+    /// of what keeps caches).
+    #[cfg(test)]
+    pub(crate) fn zeros(layers: usize, pos: usize, kvdim: usize) -> Cache {
+        Cache {
+            pos,
+            k: vec![vec![0; pos * kvdim]; layers],
+            v: vec![vec![0; pos * kvdim]; layers],
+        }
+    }
+
+    /// Memory its keys and values take.
+    pub fn bytes(&self) -> usize {
+        let values: usize = self.k.iter().chain(&self.v).map(Vec::capacity).sum();
+        values * std::mem::size_of::<u16>()
+    }
 }
 
 /// Where a segment's tokens sit in the batch.

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::batch::{BatchStats, Batcher};
 use crate::llama::Llama;
+use crate::prefix::PrefixStats;
 use crate::sequence::Sequence;
 use crate::tokenizer::GgufTokenizer;
 
@@ -45,6 +46,28 @@ pub(crate) enum Weights {
     Candle(ModelWeights),
 }
 
+/// How a model is loaded.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Run candle's `quantized_llama` even where the native forward pass
+    /// could.
+    pub reference: bool,
+    /// Memory for the KV caches of finished sequences, reused by prompts
+    /// that start the same way ([`crate::prefix`]); 0 keeps none.
+    pub prefix_cache_bytes: usize,
+}
+
+impl Default for LoadOptions {
+    /// The native forward pass unless `SANDPIPER_LLM_BACKEND=candle`; the
+    /// default prefix budget.
+    fn default() -> Self {
+        LoadOptions {
+            reference: std::env::var("SANDPIPER_LLM_BACKEND").is_ok_and(|v| v == "candle"),
+            prefix_cache_bytes: crate::prefix::DEFAULT_BUDGET,
+        }
+    }
+}
+
 pub struct Model {
     pub(crate) weights: Weights,
     pub(crate) tokenizer: GgufTokenizer,
@@ -53,20 +76,24 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads a GGUF file (llama architecture family) onto the CPU.
+    /// Loads a GGUF file (llama architecture family) onto the CPU, with the
+    /// default [`LoadOptions`].
     ///
     /// Plain llama models with Q4_1/Q8_0 weights run on the native forward
     /// pass ([`crate::llama`]); anything else, or every file when
     /// `SANDPIPER_LLM_BACKEND=candle` is set, on candle's `quantized_llama`.
     pub fn load(id: &str, path: &Path) -> Result<Arc<Model>> {
-        let force_candle = std::env::var("SANDPIPER_LLM_BACKEND").is_ok_and(|v| v == "candle");
-        Self::load_with(id, path, !force_candle)
+        Self::load_with(id, path, &LoadOptions::default())
     }
 
     /// Loads a GGUF file on candle's `quantized_llama`, the reference the
     /// native forward pass is tested against.
     pub fn load_reference(id: &str, path: &Path) -> Result<Arc<Model>> {
-        Self::load_with(id, path, false)
+        let options = LoadOptions {
+            reference: true,
+            ..LoadOptions::default()
+        };
+        Self::load_with(id, path, &options)
     }
 
     /// Which forward pass runs the model: `"native"` or `"candle"`.
@@ -74,6 +101,15 @@ impl Model {
         match self.weights {
             Weights::Native(_) => "native",
             Weights::Candle(_) => "candle",
+        }
+    }
+
+    /// How often prompts started from a kept prefix, on the native forward
+    /// pass (candle keeps none: `None`).
+    pub fn prefix_stats(&self) -> Option<PrefixStats> {
+        match &self.weights {
+            Weights::Native(batcher) => Some(batcher.prefixes().stats()),
+            Weights::Candle(_) => None,
         }
     }
 
@@ -86,7 +122,8 @@ impl Model {
         }
     }
 
-    fn load_with(id: &str, path: &Path, native: bool) -> Result<Arc<Model>> {
+    /// Loads a GGUF file as `options` say.
+    pub fn load_with(id: &str, path: &Path, options: &LoadOptions) -> Result<Arc<Model>> {
         // Buffered: the header is tens of thousands of small reads (one per
         // vocabulary string), each a system call on a bare file.
         let mut file = std::io::BufReader::with_capacity(
@@ -99,7 +136,7 @@ impl Model {
             .with_context(|| format!("tokenizer of {}", path.display()))?;
         let info = model_info(id, &ct, tokenizer.vocab_size());
         let device = Device::Cpu;
-        let native = if native {
+        let native = if !options.reference {
             match Llama::from_gguf(&ct, &mut file) {
                 Ok(llama) => {
                     tracing::info!(
@@ -118,7 +155,9 @@ impl Model {
             None
         };
         let weights = match native {
-            Some(llama) => Weights::Native(Box::new(Batcher::new(llama))),
+            Some(llama) => {
+                Weights::Native(Box::new(Batcher::new(llama, options.prefix_cache_bytes)))
+            }
             None => {
                 candle_runs_here()
                     .with_context(|| format!("{id}: cannot run {}", path.display()))?;

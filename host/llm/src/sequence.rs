@@ -21,6 +21,11 @@ pub struct Sequence {
     id: u64,
     state: State,
     len: usize,
+    /// The tokens fed so far (native forward pass only: kept with the cache
+    /// when the sequence ends, see [`crate::prefix`]).
+    history: Vec<u32>,
+    /// Prompt tokens taken from a kept prefix instead of computed.
+    reused: usize,
     sampler: Sampler,
     /// The logits and token of the last sample, for [`Sequence::resample`].
     last: Option<(Tensor, u32)>,
@@ -38,8 +43,13 @@ enum State {
 
 impl Drop for Sequence {
     fn drop(&mut self) {
-        if let Weights::Native(batcher) = &self.model.weights {
+        if let (Weights::Native(batcher), State::Native(cache)) =
+            (&self.model.weights, &mut self.state)
+        {
             batcher.leave(self.id);
+            batcher
+                .prefixes()
+                .insert(std::mem::take(&mut self.history), std::mem::take(cache));
         }
     }
 }
@@ -56,6 +66,8 @@ impl Sequence {
             model,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             len: 0,
+            history: Vec::new(),
+            reused: 0,
             sampler: Sampler::new(&SamplingParams::default()),
             last: None,
         }
@@ -72,6 +84,13 @@ impl Sequence {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// How many of the tokens in the KV cache were copied from an earlier
+    /// sequence's cache instead of computed: the prompt's first tokens, when
+    /// they started an earlier sequence too ([`crate::prefix`]).
+    pub fn reused_tokens(&self) -> usize {
+        self.reused
     }
 
     /// Replaces the sampling parameters (and reseeds the sampler). The
@@ -97,6 +116,18 @@ impl Sequence {
         if let Some(&bad) = tokens.iter().find(|&&t| t >= vocab) {
             return Err(LlmError::BadToken(bad));
         }
+        let mut tokens = tokens;
+        if let (0, State::Native(cache), Weights::Native(batcher)) =
+            (self.len, &mut self.state, &self.model.weights)
+        {
+            if let Some((n, kept)) = batcher.prefixes().lookup(batcher.llama(), tokens) {
+                *cache = kept;
+                self.history.extend_from_slice(&tokens[..n]);
+                self.len = n;
+                self.reused = n;
+                tokens = &tokens[n..];
+            }
+        }
         let n_chunks = tokens.len().div_ceil(PREFILL_CHUNK);
         let mut logits = None;
         for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
@@ -110,7 +141,9 @@ impl Sequence {
                         i + 1 == n_chunks,
                     );
                     *cache = back;
-                    if let Some(l) = result? {
+                    let result = result?;
+                    self.history.extend_from_slice(chunk);
+                    if let Some(l) = result {
                         let n = l.len();
                         logits = Some(Tensor::from_vec(l, n, &self.model.device)?);
                     }

@@ -33,14 +33,8 @@ fn decode(model: &Arc<Model>, prompt: &str, start: Option<&Barrier>) -> Vec<(u32
     let mut out = Vec::new();
     let mut feed = tokens;
     for _ in 0..STEPS {
-        let logits = seq.feed(&feed).unwrap().to_vec1::<f32>().unwrap();
-        let next = logits
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .unwrap()
-            .0 as u32;
-        out.push((next, logits.iter().map(|v| v.to_bits()).collect()));
+        let (bits, next) = common::feed_greedy(&mut seq, &feed);
+        out.push((next, bits));
         feed = vec![next];
     }
     out

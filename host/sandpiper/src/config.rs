@@ -28,6 +28,9 @@ pub struct ServeConfig {
     pub guest_fuel: u64,
     /// When set, API requests must carry `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
+    /// Bytes of finished sequences' KV caches each chat model keeps for
+    /// prompts that start the same way.
+    pub prefix_cache_bytes: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -64,6 +64,16 @@ struct ServeArgs {
     /// (inference time in the host is not counted).
     #[arg(long, default_value_t = 50_000_000_000)]
     guest_fuel: u64,
+    /// Memory per chat model for the KV caches of finished requests, reused
+    /// by prompts that start the same way (a system prompt, the earlier
+    /// turns of a conversation); 0 keeps none.
+    #[arg(
+        long,
+        default_value_t = 128,
+        value_name = "MIB",
+        env = "SANDPIPER_PREFIX_CACHE_MIB"
+    )]
+    prefix_cache_mib: usize,
     /// Require `Authorization: Bearer KEY` on API requests (`/health` and `/metrics` stay open).
     #[arg(long, env = "SANDPIPER_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -126,11 +136,12 @@ fn serve(args: ServeArgs) -> Result<()> {
         max_body_bytes: args.max_body_bytes,
         api_key: args.api_key.filter(|k| !k.is_empty()),
         guest_fuel: args.guest_fuel,
+        prefix_cache_bytes: args.prefix_cache_mib << 20,
     };
 
     let metrics = Arc::new(Metrics::default());
     let store = Store::open_default()?;
-    let models = sandpiper::models::load(&config.models, &store, Progress::auto(), &metrics)?;
+    let models = sandpiper::models::load(&config, &store, Progress::auto(), &metrics)?;
 
     let guest_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.guest_threads)

@@ -28,7 +28,7 @@ pub struct Metrics {
     pub instantiations: AtomicU64,
     /// The last [`RECENT`] instantiation times, for the median and p99.
     recent_instantiate_micros: Mutex<VecDeque<u64>>,
-    /// Chat models, whose batching counters are reported.
+    /// Chat models, whose batching and prefix counters are reported.
     chat_models: Mutex<Vec<Arc<Model>>>,
 }
 
@@ -46,24 +46,35 @@ impl Metrics {
         }
     }
 
-    /// Reports `model`'s batching counters from now on.
+    /// Reports `model`'s batching and prefix counters from now on.
     pub fn watch(&self, model: Arc<Model>) {
         if let Ok(mut models) = self.chat_models.lock() {
             models.push(model);
         }
     }
 
-    /// Sequence steps and the forward passes they took, over all chat models.
-    fn batch_totals(&self) -> (u64, u64) {
-        let models = self
-            .chat_models
+    fn chat_models(&self) -> Vec<Arc<Model>> {
+        self.chat_models
             .lock()
             .map(|m| m.clone())
-            .unwrap_or_default();
-        models
+            .unwrap_or_default()
+    }
+
+    /// Sequence steps and the forward passes they took, over all chat models.
+    fn batch_totals(&self) -> (u64, u64) {
+        self.chat_models()
             .iter()
             .filter_map(|m| m.batch_stats())
             .fold((0, 0), |(s, b), x| (s + x.steps, b + x.batches))
+    }
+
+    /// Prompts started from a kept prefix, and the tokens reused, over all
+    /// chat models.
+    fn prefix_totals(&self) -> (u64, u64) {
+        self.chat_models()
+            .iter()
+            .filter_map(|m| m.prefix_stats())
+            .fold((0, 0), |(h, t), x| (h + x.hits, t + x.reused_tokens))
     }
 
     /// The median and 99th percentile of recent instantiation times.
@@ -139,6 +150,19 @@ impl Metrics {
             "counter",
             "Forward passes those steps took: concurrent sequences' steps are batched into one.",
             passes,
+        );
+        let (hits, reused) = self.prefix_totals();
+        put(
+            "sandpiper_prompt_prefix_hits_total",
+            "counter",
+            "Prompts that started with the tokens of an earlier request, whose KV cache was reused.",
+            hits,
+        );
+        put(
+            "sandpiper_prompt_tokens_reused_total",
+            "counter",
+            "Prompt tokens taken from earlier requests' KV caches instead of computed.",
+            reused,
         );
         put(
             "sandpiper_embedding_tokens_total",

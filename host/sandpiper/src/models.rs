@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use sandpiper_models::{ModelKind, ModelSpec, Progress, Store};
 
+use crate::config::ServeConfig;
 use crate::metrics::Metrics;
 use crate::nn::{EmbedGraph, Graphs, LlmGraph, VoiceGraph};
 use wasmtime_wasi_nn::Graph;
@@ -33,11 +34,12 @@ pub struct LoadedModels {
 /// do not interleave), then loads them all at once, one thread each: start-up
 /// waits for the slowest model instead of the sum of them.
 pub fn load(
-    specs: &[ModelSpec],
+    config: &ServeConfig,
     store: &Store,
     progress: Progress,
     metrics: &Arc<Metrics>,
 ) -> Result<LoadedModels> {
+    let specs = &config.models[..];
     let mut paths = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         if specs[..i].iter().any(|s| s.name == spec.name) {
@@ -55,7 +57,9 @@ pub fn load(
         let handles: Vec<_> = specs
             .iter()
             .zip(&paths)
-            .map(|(spec, path)| scope.spawn(move || load_one(spec, path, store, progress, metrics)))
+            .map(|(spec, path)| {
+                scope.spawn(move || load_one(spec, path, config, store, progress, metrics))
+            })
             .collect();
         handles
             .into_iter()
@@ -89,6 +93,7 @@ pub fn load(
 fn load_one(
     spec: &ModelSpec,
     path: &Path,
+    config: &ServeConfig,
     store: &Store,
     progress: Progress,
     metrics: &Arc<Metrics>,
@@ -96,7 +101,11 @@ fn load_one(
     let started = std::time::Instant::now();
     let graph = match spec.kind {
         ModelKind::Chat => {
-            let model = sandpiper_llm::Model::load(&spec.name, path)
+            let options = sandpiper_llm::LoadOptions {
+                prefix_cache_bytes: config.prefix_cache_bytes,
+                ..Default::default()
+            };
+            let model = sandpiper_llm::Model::load_with(&spec.name, path, &options)
                 .with_context(|| format!("loading model {:?}", spec.name))?;
             LlmGraph::new(model, metrics.clone())
         }

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{paris_request, streamed_text, Server, MODEL};
-use serde_json::json;
+use common::{paris_request, streamed_text, token_counts, Server, MODEL};
+use serde_json::{json, Value};
 
 #[test]
 fn answers_paris_streaming_and_not_identically() {
@@ -43,7 +43,7 @@ fn answers_paris_streaming_and_not_identically() {
     assert_eq!(finish, "stop");
     let last = events.last().unwrap();
     assert_eq!(last["choices"].as_array().unwrap().len(), 0);
-    assert_eq!(last["usage"], body["usage"]);
+    assert_eq!(token_counts(&last["usage"]), token_counts(&body["usage"]));
 }
 
 #[test]
@@ -115,7 +115,7 @@ fn n_choices_are_separate_reproducible_sequences() {
     // The whole response reproduces.
     let (_, b) = server.post("/v1/chat/completions", &req);
     assert_eq!(a["choices"], b["choices"]);
-    assert_eq!(a["usage"], b["usage"]);
+    assert_eq!(token_counts(&a["usage"]), token_counts(&b["usage"]));
 
     // Streamed: each chunk names its choice; per index the deltas join to
     // the non-streamed text, each choice ends with its own finish chunk.
@@ -140,13 +140,65 @@ fn n_choices_are_separate_reproducible_sequences() {
     assert_eq!(streamed, texts);
     let finished: Vec<String> = finished.into_iter().map(Option::unwrap).collect();
     assert_eq!(finished, finishes);
-    assert_eq!(events.last().unwrap()["usage"], a["usage"]);
+    assert_eq!(
+        token_counts(&events.last().unwrap()["usage"]),
+        token_counts(&a["usage"])
+    );
 
     // More than 8 choices is refused by name.
     let mut many = req.clone();
     many["n"] = json!(9);
     let (status, body) = server.post("/v1/chat/completions", &many);
     assert_eq!((status, &body["error"]["param"]), (400, &json!("n")));
+}
+
+#[test]
+fn prompts_reuse_the_kv_cache_of_earlier_requests() {
+    let server = Server::start(&[]);
+    let req = json!({"model": MODEL, "temperature": 0, "max_tokens": 12, "messages": [
+        {"role": "system", "content": "You answer in one short sentence."},
+        {"role": "user", "content": "Why is the sky blue?"}]});
+    let cached = |body: &Value| {
+        body["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no cached_tokens: {body}"))
+    };
+    let (status, first) = server.post("/v1/chat/completions", &req);
+    assert_eq!(status, 200, "{first}");
+    let prompt = first["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(cached(&first) < prompt - 1, "{first}");
+
+    // The same prompt again: all of it but the last token is reused, and
+    // the answer is the same.
+    server.wait_for_sequences_to_end();
+    let reused = server.metric("sandpiper_prompt_tokens_reused_total");
+    let (_, again) = server.post("/v1/chat/completions", &req);
+    assert_eq!(cached(&again), prompt - 1, "{again}");
+    assert_eq!(again["choices"], first["choices"]);
+    assert_eq!(
+        server.metric("sandpiper_prompt_tokens_reused_total") - reused,
+        prompt - 1
+    );
+
+    // The conversation's next turn reuses the whole first turn.
+    server.wait_for_sequences_to_end();
+    let mut next = req.clone();
+    let messages = next["messages"].as_array_mut().unwrap();
+    messages.push(first["choices"][0]["message"].clone());
+    messages.push(json!({"role": "user", "content": "And at sunset?"}));
+    let (status, turn) = server.post("/v1/chat/completions", &next);
+    assert_eq!(status, 200, "{turn}");
+    assert!(cached(&turn) >= prompt, "{turn}");
+
+    // Keeping nothing changes no answer.
+    let plain = Server::start(&["--prefix-cache-mib", "0"]);
+    for body in [&req, &req, &next] {
+        let (_, fresh) = plain.post("/v1/chat/completions", body);
+        assert_eq!(cached(&fresh), 0, "{fresh}");
+        let (_, kept) = server.post("/v1/chat/completions", body);
+        assert_eq!(fresh["choices"], kept["choices"]);
+    }
+    assert_eq!(plain.metric("sandpiper_prompt_prefix_hits_total"), 0);
 }
 
 #[test]

@@ -54,7 +54,7 @@ impl BackendGraph for LlmGraph {
         self.metrics.active_sequences.fetch_add(1, Relaxed);
         Ok(protocol::context(LlmContext {
             seq: self.model.new_sequence(),
-            metrics: self.metrics.clone(),
+            metrics: Live(self.metrics.clone()),
         }))
     }
 }
@@ -62,12 +62,26 @@ impl BackendGraph for LlmGraph {
 /// One sequence: its KV cache lives as long as the guest keeps the context.
 struct LlmContext {
     seq: Sequence,
-    metrics: Arc<Metrics>,
+    /// Declared after `seq`, so fields drop in this order: the sequence
+    /// counts as gone from `sandpiper_active_sequences` only once its cache
+    /// is kept for reuse (what a client waiting for that gauge relies on).
+    metrics: Live,
 }
 
-impl Drop for LlmContext {
+/// The server's metrics, with one more active sequence while this lives.
+struct Live(Arc<Metrics>);
+
+impl Drop for Live {
     fn drop(&mut self) {
-        self.metrics.active_sequences.fetch_sub(1, Relaxed);
+        self.0.active_sequences.fetch_sub(1, Relaxed);
+    }
+}
+
+impl std::ops::Deref for Live {
+    type Target = Metrics;
+
+    fn deref(&self) -> &Metrics {
+        &self.0
     }
 }
 
@@ -139,13 +153,19 @@ impl LlmContext {
         let tokens = tokens.ok_or_else(|| invalid("missing input `tokens`"))?;
         let fed = tokens.len() as u64;
         let sampled = self.seq.sample_step(&tokens);
+        let prompt = sampled.is_ok() && self.seq.len() as u64 == fed;
         if sampled.is_ok() {
-            if self.seq.len() as u64 == fed {
+            if prompt {
                 self.metrics.prompt_tokens.fetch_add(fed, Relaxed);
             }
             self.metrics.tokens_generated.fetch_add(1, Relaxed);
         }
-        self.sampled(sampled)
+        let mut outputs = self.sampled(sampled)?;
+        if prompt {
+            let reused = self.seq.reused_tokens() as u32;
+            outputs.push(named("reused", i32s(&[reused])));
+        }
+        Ok(outputs)
     }
 
     /// `resample`: the last position again, among the tokens `mask` allows.

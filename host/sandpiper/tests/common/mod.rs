@@ -148,6 +148,20 @@ impl Server {
             .parse()
             .unwrap()
     }
+
+    /// Waits until no model sequence is alive: a response can reach the
+    /// client a moment before its guest instance ends and the sequence's KV
+    /// cache is kept for the prompts that follow.
+    pub fn wait_for_sequences_to_end(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.metric("sandpiper_active_sequences") != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sequences still alive after 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
 }
 
 impl Drop for Server {
@@ -155,6 +169,18 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A `usage` record's token counts, without `prompt_tokens_details`: how
+/// many prompt tokens an earlier request's KV cache supplied differs between
+/// otherwise identical requests (the first computes what the next reuses).
+pub fn token_counts(usage: &Value) -> [u64; 3] {
+    let cached = usage["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no cached_tokens in {usage}"));
+    let prompt = usage["prompt_tokens"].as_u64().unwrap();
+    assert!(cached < prompt, "{usage}");
+    ["prompt_tokens", "completion_tokens", "total_tokens"].map(|k| usage[k].as_u64().unwrap())
 }
 
 /// The JSON `data:` payloads of a server-sent-event body, in order.

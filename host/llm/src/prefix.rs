@@ -1,0 +1,243 @@
+//! Reusing the KV caches of earlier sequences for prompts that start the
+//! same way.
+//!
+//! Chat prompts repeat themselves: every request to a model opens with the
+//! same template header and system prompt, and each turn of a conversation
+//! sends all of the earlier turns again. When a sequence ends, its tokens and
+//! KV cache are kept here (moved, not copied), within a memory budget; a new
+//! sequence whose prompt starts with tokens kept here copies that part of the
+//! cache, ~23 KB per token for SmolLM2-135M, instead of computing it again.
+//!
+//! The copy is exact: a position's keys and values depend only on the tokens
+//! up to it, and the forward pass computes every token the same way whatever
+//! else shares its batch (see [`crate::llama::Llama::forward`]), so a prompt
+//! continued from a kept prefix gives bit-identical logits
+//! (`tests/prefix.rs`).
+//!
+//! Only the native forward pass keeps prefixes: candle's `quantized_llama`
+//! holds its cache inside the model weights' layers.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::llama::{Cache, Llama};
+
+/// The default memory budget of a model's kept prefixes.
+pub const DEFAULT_BUDGET: usize = 128 << 20;
+
+/// Counters of prefix reuse.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefixStats {
+    /// Prompts that started from a kept prefix.
+    pub hits: u64,
+    /// Prompt tokens whose keys and values were copied instead of computed.
+    pub reused_tokens: u64,
+    /// Sequences kept now, and the memory they take.
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// The kept sequences of one model, least recently used dropped first.
+pub(crate) struct Prefixes {
+    budget: usize,
+    kept: Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
+    entries: Vec<Entry>,
+    bytes: usize,
+    /// Advances at every use: an entry's `used` orders the evictions.
+    clock: u64,
+    hits: u64,
+    reused_tokens: u64,
+}
+
+struct Entry {
+    /// Shared, so a hit copies the cache outside the lock.
+    seq: Arc<KeptSequence>,
+    used: u64,
+}
+
+struct KeptSequence {
+    tokens: Vec<u32>,
+    cache: Cache,
+    bytes: usize,
+}
+
+impl Prefixes {
+    /// Keeps up to `budget` bytes of KV caches (0: none).
+    pub fn new(budget: usize) -> Self {
+        Prefixes {
+            budget,
+            kept: Mutex::new(Kept::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The longest kept prefix of `prompt` (short of its last token, whose
+    /// logits the caller needs computed), as a new cache, with its length.
+    pub fn lookup(&self, llama: &Llama, prompt: &[u32]) -> Option<(usize, Cache)> {
+        if self.budget == 0 || prompt.len() < 2 {
+            return None;
+        }
+        let wanted = &prompt[..prompt.len() - 1];
+        let (n, seq) = {
+            let mut kept = self.lock();
+            let (n, at) = kept
+                .entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (common_prefix(&e.seq.tokens, wanted), i))
+                .max()?;
+            if n == 0 {
+                return None;
+            }
+            kept.clock += 1;
+            kept.hits += 1;
+            kept.reused_tokens += n as u64;
+            let clock = kept.clock;
+            let entry = &mut kept.entries[at];
+            entry.used = clock;
+            (n, entry.seq.clone())
+        };
+        Some((n, llama.copy_prefix(&seq.cache, n)))
+    }
+
+    /// Keeps a finished sequence: `tokens` are the tokens whose keys and
+    /// values `cache` holds, in order.
+    pub fn insert(&self, tokens: Vec<u32>, mut cache: Cache) {
+        if self.budget == 0 || tokens.is_empty() || tokens.len() != cache.len() {
+            return;
+        }
+        cache.shrink_to_fit();
+        let bytes = cache.bytes();
+        if bytes > self.budget {
+            return;
+        }
+        let mut dropped = Vec::new();
+        let mut kept = self.lock();
+        kept.clock += 1;
+        let clock = kept.clock;
+        // A kept sequence that starts with all of these tokens has them already.
+        if let Some(e) = kept
+            .entries
+            .iter_mut()
+            .find(|e| e.seq.tokens.starts_with(&tokens))
+        {
+            e.used = clock;
+            return;
+        }
+        // Kept sequences these tokens start with are covered by them.
+        let (covered, rest): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut kept.entries)
+            .into_iter()
+            .partition(|e| tokens.starts_with(&e.seq.tokens));
+        kept.entries = rest;
+        dropped.extend(covered);
+        kept.entries.push(Entry {
+            seq: Arc::new(KeptSequence {
+                tokens,
+                cache,
+                bytes,
+            }),
+            used: clock,
+        });
+        kept.bytes = kept.entries.iter().map(|e| e.seq.bytes).sum();
+        while kept.bytes > self.budget {
+            let oldest = (0..kept.entries.len())
+                .min_by_key(|&i| kept.entries[i].used)
+                .expect("over budget, so not empty");
+            let e = kept.entries.swap_remove(oldest);
+            kept.bytes -= e.seq.bytes;
+            dropped.push(e);
+        }
+        // The caches are freed after the lock is released.
+        drop(kept);
+        drop(dropped);
+    }
+
+    pub fn stats(&self) -> PrefixStats {
+        let kept = self.lock();
+        PrefixStats {
+            hits: kept.hits,
+            reused_tokens: kept.reused_tokens,
+            entries: kept.entries.len() as u64,
+            bytes: kept.bytes as u64,
+        }
+    }
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_prefix_counts_equal_leading_tokens() {
+        assert_eq!(common_prefix(&[1, 2, 3], &[1, 2, 4, 5]), 2);
+        assert_eq!(common_prefix(&[1, 2], &[1, 2, 3]), 2);
+        assert_eq!(common_prefix(&[], &[1]), 0);
+        assert_eq!(common_prefix(&[7], &[1]), 0);
+    }
+
+    /// One position of these caches: 2 layers × (K + V) × 4 values × 2 bytes.
+    const POSITION: usize = 2 * 2 * 4 * 2;
+
+    fn keep(p: &Prefixes, tokens: &[u32]) {
+        p.insert(tokens.to_vec(), Cache::zeros(2, tokens.len(), 4));
+    }
+
+    fn kept(p: &Prefixes) -> Vec<Vec<u32>> {
+        let mut all: Vec<_> = p
+            .lock()
+            .entries
+            .iter()
+            .map(|e| e.seq.tokens.clone())
+            .collect();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn a_sequence_covers_the_prefixes_it_extends() {
+        let p = Prefixes::new(1 << 20);
+        keep(&p, &[1, 2, 3]);
+        keep(&p, &[1, 2, 3, 4, 5]);
+        assert_eq!(kept(&p), [vec![1, 2, 3, 4, 5]]);
+        // Already held by the longer one.
+        keep(&p, &[1, 2]);
+        keep(&p, &[1, 2, 9]);
+        assert_eq!(kept(&p), [vec![1, 2, 3, 4, 5], vec![1, 2, 9]]);
+        let stats = p.stats();
+        assert_eq!((stats.entries, stats.bytes), (2, 8 * POSITION as u64));
+    }
+
+    #[test]
+    fn the_least_recently_used_go_first_when_over_budget() {
+        let p = Prefixes::new(10 * POSITION);
+        keep(&p, &[1, 1, 1, 1]);
+        keep(&p, &[2, 2, 2, 2]);
+        // Using the first makes the second the oldest.
+        p.lock().clock += 1;
+        let clock = p.lock().clock;
+        p.lock().entries[0].used = clock;
+        keep(&p, &[3, 3, 3, 3]);
+        assert_eq!(kept(&p), [vec![1, 1, 1, 1], vec![3, 3, 3, 3]]);
+        assert!(p.stats().bytes <= 10 * POSITION as u64);
+        // Larger than the whole budget: not kept, nothing dropped for it.
+        keep(&p, &[4; 11]);
+        assert_eq!(kept(&p), [vec![1, 1, 1, 1], vec![3, 3, 3, 3]]);
+    }
+
+    #[test]
+    fn no_budget_keeps_nothing() {
+        let p = Prefixes::new(0);
+        keep(&p, &[1, 2, 3]);
+        assert_eq!(p.stats(), PrefixStats::default());
+    }
+}

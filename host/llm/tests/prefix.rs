@@ -1,0 +1,121 @@
+//! A prompt that starts like an earlier sequence continues from that
+//! sequence's kept KV cache (`prefix.rs`), and gets exactly the logits it
+//! would have got computing everything. Its own test binary, so no other
+//! test's sequences are kept in the model these tests watch.
+
+mod common;
+
+use std::sync::Arc;
+
+use sandpiper_llm::{LoadOptions, Model, PrefixStats, SamplingParams, Sequence};
+
+const STEPS: usize = 8;
+
+const SYSTEM: &str =
+    "<|im_start|>system\nYou are a helpful assistant who answers briefly.<|im_end|>\n";
+
+fn chat(user: &str) -> String {
+    format!("{SYSTEM}<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
+}
+
+fn load(prefix_cache_bytes: usize) -> Arc<Model> {
+    let options = LoadOptions {
+        reference: false,
+        prefix_cache_bytes,
+    };
+    Model::load_with("smollm2-135m-instruct", &common::model_path(), &options)
+        .expect("loading model")
+}
+
+fn greedy(model: &Arc<Model>) -> Sequence {
+    let mut seq = model.new_sequence();
+    seq.set_sampling(&SamplingParams {
+        temperature: 0.0,
+        ..Default::default()
+    });
+    seq
+}
+
+/// Feeds `prompt`, then `STEPS` greedy tokens: every step's logits (as
+/// bits), and every token fed.
+fn decode(seq: &mut Sequence, prompt: &[u32]) -> (Vec<Vec<u32>>, Vec<u32>) {
+    let mut steps = Vec::new();
+    let mut fed = prompt.to_vec();
+    let mut feed = prompt.to_vec();
+    for _ in 0..STEPS {
+        let (bits, next) = common::feed_greedy(seq, &feed);
+        steps.push(bits);
+        feed = vec![next];
+        fed.push(next);
+    }
+    fed.pop(); // sampled, never fed
+    (steps, fed)
+}
+
+#[test]
+fn prompts_continue_from_kept_prefixes_with_identical_logits() {
+    let model = load(64 << 20);
+    if model.backend() != "native" {
+        eprintln!("candle backend: no prefixes are kept");
+        return;
+    }
+    // Computes everything, every time.
+    let fresh = load(0);
+
+    let first = model.tokenize(&chat("Count to ten.")).unwrap();
+    let mut seq = greedy(&model);
+    let (steps, history) = decode(&mut seq, &first);
+    assert_eq!(seq.reused_tokens(), 0, "nothing was kept yet");
+    assert_eq!(steps, decode(&mut greedy(&fresh), &first).0);
+    drop(seq);
+
+    // Another question after the same system prompt: the shared head is reused.
+    let second = model.tokenize(&chat("Name three colours.")).unwrap();
+    let shared = first
+        .iter()
+        .zip(&second)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(shared > 10, "the system prompt is shared ({shared} tokens)");
+    let mut seq = greedy(&model);
+    let (steps, _) = decode(&mut seq, &second);
+    assert_eq!(seq.reused_tokens(), shared);
+    assert_eq!(steps, decode(&mut greedy(&fresh), &second).0);
+    drop(seq);
+
+    // The next turn of the first conversation: all of it is reused, the
+    // tokens that sequence generated included.
+    let mut next_turn = history.clone();
+    next_turn.extend(
+        model
+            .tokenize(
+                "<|im_end|>\n<|im_start|>user\nAnd backwards?<|im_end|>\n<|im_start|>assistant\n",
+            )
+            .unwrap(),
+    );
+    let mut seq = greedy(&model);
+    let (steps, _) = decode(&mut seq, &next_turn);
+    assert_eq!(seq.reused_tokens(), history.len());
+    assert_eq!(steps, decode(&mut greedy(&fresh), &next_turn).0);
+    drop(seq);
+
+    // A prompt that was all seen before still computes its last token.
+    let mut seq = greedy(&model);
+    let (steps, _) = decode(&mut seq, &first);
+    assert_eq!(seq.reused_tokens(), first.len() - 1);
+    assert_eq!(steps, decode(&mut greedy(&fresh), &first).0);
+    drop(seq);
+
+    let stats = model.prefix_stats().unwrap();
+    assert_eq!(stats.hits, 3);
+    assert_eq!(
+        stats.reused_tokens as usize,
+        shared + history.len() + first.len() - 1
+    );
+    assert!(stats.entries >= 2 && stats.bytes > 0, "{stats:?}");
+    assert_eq!(
+        fresh.prefix_stats().unwrap(),
+        PrefixStats::default(),
+        "a budget of 0 keeps nothing"
+    );
+}
