@@ -41,6 +41,14 @@ LONG_ANSWER = (
     "Write a long, detailed story about a lighthouse keeper who finds a mysterious map "
     "in an old bottle. Describe every place she visits and everyone she meets."
 )
+# A conversation's user turns: each request resends the earlier turns, as chat clients do.
+CONVERSATION = [
+    "Tell me about the history of lighthouses.",
+    "Which one was the tallest, and why was it built there?",
+    "How did the keepers live, day to day?",
+    "Summarize all of that in two sentences.",
+]
+CONVERSATION_TOKENS = 64  # max_tokens of each answer (the decode length, if shorter)
 # Filler words for prompts of an exact length; each is one token for GPT-2-style BPE.
 FILLER = (" the cat sat on a mat and then the dog ran to the park with a red ball while"
           " birds sang in the old tree near the river").split()
@@ -611,13 +619,15 @@ class Bench:
 
     # ----------------------------------------------------------------- sandpiper
 
-    def start_sandpiper(self, tag):
+    def start_sandpiper(self, tag, reuse=False):
         env = self.thread_env()
         env.setdefault("SANDPIPER_LOG", "warn")
-        # No prompt prefix reused between requests, as llama-server's `cache_prompt: false`:
-        # every prompt's prefill is measured, not a copy of an earlier request's KV cache.
-        cmd = [self.a.sandpiper_bin, "serve", "--listen", "127.0.0.1:0", "--model", MODEL,
-               "--prefix-cache-mib", "0"]
+        cmd = [self.a.sandpiper_bin, "serve", "--listen", "127.0.0.1:0", "--model", MODEL]
+        if not reuse:
+            # No prompt prefix reused between requests, as llama-server's `cache_prompt:
+            # false`: every prompt's prefill is measured, not a copy of an earlier request's
+            # KV cache.
+            cmd += ["--prefix-cache-mib", "0"]
         srv = Server("sandpiper serve", cmd, env, self.work / f"sandpiper-{tag}.log")
         srv.wait_ready(600)
         srv.t_ready = time.perf_counter()
@@ -733,6 +743,27 @@ class Bench:
         self.add(system, f"conc{c}_stream_tok_s", median(rates) if rates else None)
         return tokens / wall, steady
 
+    def conversation_tokens(self):
+        return min(CONVERSATION_TOKENS, self.a.gen_tokens)
+
+    def conversation(self, system, port, run, extra, key):
+        """The CONVERSATION, each turn's answer kept in the messages of the next; records
+        the last turn's time to first token and prompt length as `conv_{key}_*`. The run
+        number opens the system prompt, so no earlier conversation shares a prefix; a
+        tenth of a second between turns stands in for the user's reading and typing."""
+        messages = [{"role": "system", "content": f"[{run:04d}] You are a historian."}]
+        for turn, question in enumerate(CONVERSATION):
+            messages.append({"role": "user", "content": question})
+            body = chat_body("", self.conversation_tokens(), extra)
+            body["messages"] = list(messages)
+            r = stream_chat(port, body)
+            messages.append({"role": "assistant", "content": r["text"]})
+            if turn + 1 < len(CONVERSATION):
+                time.sleep(0.1)
+        self.add(system, f"conv_{key}_ttft_s", r["ttft"])
+        if r["prompt_tokens"]:
+            self.add(system, f"conv_{key}_prompt_tokens", r["prompt_tokens"])
+
     def native_decode_at_context(self):
         """bench_native's decode after a prompt as long as the HTTP decode request's
         (tokens/s): the in-process half of the paired sandbox-overhead measure."""
@@ -803,6 +834,12 @@ class Bench:
                 if v is not None:
                     self.add("sandpiper", f"instantiate_{key}_us", v)
             self.add("sandpiper", "peak_rss_mib", vm_hwm_kib(srv.proc.pid) / 1024)
+            self.conversation("sandpiper", srv.port, run, {}, "fresh")
+        finally:
+            srv.stop()
+        srv = self.start_sandpiper(f"run{run}-reuse", reuse=True)
+        try:
+            self.conversation("sandpiper", srv.port, run + 100, {}, "reuse")
         finally:
             srv.stop()
 
@@ -821,6 +858,8 @@ class Bench:
             # No reuse of a cached prompt prefix between requests (nor in sandpiper's).
             self.http_suite("llama-server", srv, run, {"cache_prompt": False})
             self.add("llama-server", "peak_rss_mib", vm_hwm_kib(srv.proc.pid) / 1024)
+            self.conversation("llama-server", srv.port, run, {"cache_prompt": False}, "fresh")
+            self.conversation("llama-server", srv.port, run + 100, {"cache_prompt": True}, "reuse")
         finally:
             srv.stop()
 
@@ -1047,6 +1086,28 @@ class Report:
             L.append(f"| {label} | {self.cell('llama-server', m)} | {self.cell('sandpiper', m)} | "
                      f"{self.ratio(self.med('sandpiper', m), self.med('llama-server', m))} |")
         L.append("")
+
+        if self.vals("sandpiper", "conv_reuse_ttft_s"):
+            turns = len(CONVERSATION)
+            L.append(f"## A conversation: turn {turns} of {turns} (max_tokens {b.conversation_tokens()} each)")
+            L.append("")
+            L.append("Each request resends the earlier turns, as chat clients do. With prompt reuse, "
+                     "a server continues from the KV cache of the previous turn's request "
+                     "(llama-server: `cache_prompt: true`, its slot's last prompt; Sandpiper: its "
+                     "default `--prefix-cache-mib`, any finished request's) instead of computing "
+                     "the whole conversation again.")
+            L.append("")
+            L.append("| measure | llama-server | sandpiper serve | sandpiper ÷ llama-server |")
+            L.append("|---|---|---|---|")
+            L.append(f"| prompt tokens of the last turn | {self.cell('llama-server', 'conv_reuse_prompt_tokens', 0)} | "
+                     f"{self.cell('sandpiper', 'conv_reuse_prompt_tokens', 0)} | |")
+            for key, what in (("reuse", "earlier turns reused"),
+                              ("fresh", "everything computed (`cache_prompt: false`, `--prefix-cache-mib 0`)")):
+                m = f"conv_{key}_ttft_s"
+                L.append(f"| time to first token, {what} (s) | {self.cell('llama-server', m, 3)} | "
+                         f"{self.cell('sandpiper', m, 3)} | "
+                         f"{self.ratio(self.med('sandpiper', m), self.med('llama-server', m))} |")
+            L.append("")
 
         L.append(f"## Concurrent streams (max_tokens {a.gen_tokens} each)")
         L.append("")
