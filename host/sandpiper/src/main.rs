@@ -136,7 +136,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         max_body_bytes: args.max_body_bytes,
         api_key: args.api_key.filter(|k| !k.is_empty()),
         guest_fuel: args.guest_fuel,
-        prefix_cache_bytes: args.prefix_cache_mib << 20,
+        prefix_cache_bytes: args.prefix_cache_mib.saturating_mul(1 << 20),
     };
 
     let metrics = Arc::new(Metrics::default());
