@@ -3,10 +3,12 @@
 //!
 //! Chat prompts repeat themselves: every request to a model opens with the
 //! same template header and system prompt, and each turn of a conversation
-//! sends all of the earlier turns again. When a sequence ends, its tokens and
-//! KV cache are kept here (moved, not copied), within a memory budget; a new
-//! sequence whose prompt starts with tokens kept here copies that part of the
-//! cache, ~23 KB per token for SmolLM2-135M, instead of computing it again.
+//! sends all of the earlier turns again. A sequence's prompt is kept here as
+//! soon as it is computed (a copy, so requests that arrive while it generates
+//! can reuse it), and when the sequence ends its tokens and KV cache replace
+//! that copy (moved, not copied), within a memory budget; a new sequence
+//! whose prompt starts with tokens kept here copies that part of the cache,
+//! ~23 KB per token for SmolLM2-135M, instead of computing it again.
 //!
 //! The copy is exact: a position's keys and values depend only on the tokens
 //! up to it, and the forward pass computes every token the same way whatever
@@ -106,6 +108,15 @@ impl Prefixes {
         Some((n, llama.copy_prefix(&seq.cache, n)))
     }
 
+    /// Keeps a copy of a live sequence's cache (`tokens` its positions so
+    /// far), unless a kept sequence starts with all of them already.
+    pub fn insert_copy(&self, llama: &Llama, tokens: &[u32], cache: &Cache) {
+        if self.budget == 0 || tokens.len() != cache.len() || holds(&self.lock(), tokens) {
+            return;
+        }
+        self.insert(tokens.to_vec(), llama.copy_prefix(cache, tokens.len()));
+    }
+
     /// Keeps a finished sequence: `tokens` are the tokens whose keys and
     /// values `cache` holds, in order.
     pub fn insert(&self, tokens: Vec<u32>, mut cache: Cache) {
@@ -121,7 +132,8 @@ impl Prefixes {
         let mut kept = self.lock();
         kept.clock += 1;
         let clock = kept.clock;
-        // A kept sequence that starts with all of these tokens has them already.
+        // A kept sequence that starts with all of these tokens has them
+        // already (as `holds` says); it counts as used now.
         if let Some(e) = kept
             .entries
             .iter_mut()
@@ -167,6 +179,13 @@ impl Prefixes {
             bytes: kept.bytes as u64,
         }
     }
+}
+
+/// Whether a kept sequence starts with all of `tokens` (and so has them).
+fn holds(kept: &Kept, tokens: &[u32]) -> bool {
+    kept.entries
+        .iter()
+        .any(|e| e.seq.tokens.starts_with(tokens))
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {

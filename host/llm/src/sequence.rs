@@ -116,9 +116,10 @@ impl Sequence {
         if let Some(&bad) = tokens.iter().find(|&&t| t >= vocab) {
             return Err(LlmError::BadToken(bad));
         }
+        let prompt = self.len == 0;
         let mut tokens = tokens;
-        if let (0, State::Native(cache), Weights::Native(batcher)) =
-            (self.len, &mut self.state, &self.model.weights)
+        if let (true, State::Native(cache), Weights::Native(batcher)) =
+            (prompt, &mut self.state, &self.model.weights)
         {
             if let Some((n, kept)) = batcher.prefixes().lookup(batcher.llama(), tokens) {
                 *cache = kept;
@@ -156,6 +157,16 @@ impl Sequence {
                 (State::Native(_), Weights::Candle(_)) => unreachable!("state follows the model"),
             }
             self.len += chunk.len();
+        }
+        // The prompt is kept at once, not only when the sequence ends, so
+        // requests that come while this one generates (the same system
+        // prompt) reuse it. Not when all but its last token were reused.
+        if let (true, 2.., State::Native(cache), Weights::Native(batcher)) =
+            (prompt, tokens.len(), &self.state, &self.model.weights)
+        {
+            batcher
+                .prefixes()
+                .insert_copy(batcher.llama(), &self.history, cache);
         }
         Ok(logits.expect("tokens is not empty"))
     }
