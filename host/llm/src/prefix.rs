@@ -97,13 +97,10 @@ impl Prefixes {
             if n == 0 {
                 return None;
             }
-            kept.clock += 1;
             kept.hits += 1;
             kept.reused_tokens += n as u64;
-            let clock = kept.clock;
-            let entry = &mut kept.entries[at];
-            entry.used = clock;
-            (n, entry.seq.clone())
+            kept.touch(at);
+            (n, kept.entries[at].seq.clone())
         };
         Some((n, llama.copy_prefix(&seq.cache, n)))
     }
@@ -111,7 +108,7 @@ impl Prefixes {
     /// Keeps a copy of a live sequence's cache (`tokens` its positions so
     /// far), unless a kept sequence starts with all of them already.
     pub fn insert_copy(&self, llama: &Llama, tokens: &[u32], cache: &Cache) {
-        if self.budget == 0 || tokens.len() != cache.len() || holds(&self.lock(), tokens) {
+        if self.budget == 0 || tokens.len() != cache.len() || self.lock().holder(tokens).is_some() {
             return;
         }
         self.insert(tokens.to_vec(), llama.copy_prefix(cache, tokens.len()));
@@ -130,16 +127,8 @@ impl Prefixes {
         }
         let mut dropped = Vec::new();
         let mut kept = self.lock();
-        kept.clock += 1;
-        let clock = kept.clock;
-        // A kept sequence that starts with all of these tokens has them
-        // already (as `holds` says); it counts as used now.
-        if let Some(e) = kept
-            .entries
-            .iter_mut()
-            .find(|e| e.seq.tokens.starts_with(&tokens))
-        {
-            e.used = clock;
+        if let Some(at) = kept.holder(&tokens) {
+            kept.touch(at);
             return;
         }
         // Kept sequences these tokens start with are covered by them.
@@ -154,8 +143,10 @@ impl Prefixes {
                 cache,
                 bytes,
             }),
-            used: clock,
+            used: 0,
         });
+        let newest = kept.entries.len() - 1;
+        kept.touch(newest);
         kept.bytes = kept.entries.iter().map(|e| e.seq.bytes).sum();
         while kept.bytes > self.budget {
             let oldest = (0..kept.entries.len())
@@ -181,11 +172,19 @@ impl Prefixes {
     }
 }
 
-/// Whether a kept sequence starts with all of `tokens` (and so has them).
-fn holds(kept: &Kept, tokens: &[u32]) -> bool {
-    kept.entries
-        .iter()
-        .any(|e| e.seq.tokens.starts_with(tokens))
+impl Kept {
+    /// A kept sequence that starts with all of `tokens` (and so has them).
+    fn holder(&self, tokens: &[u32]) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|e| e.seq.tokens.starts_with(tokens))
+    }
+
+    /// Entry `at` is the most recently used now.
+    fn touch(&mut self, at: usize) {
+        self.clock += 1;
+        self.entries[at].used = self.clock;
+    }
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
@@ -242,9 +241,7 @@ mod tests {
         keep(&p, &[1, 1, 1, 1]);
         keep(&p, &[2, 2, 2, 2]);
         // Using the first makes the second the oldest.
-        p.lock().clock += 1;
-        let clock = p.lock().clock;
-        p.lock().entries[0].used = clock;
+        p.lock().touch(0);
         keep(&p, &[3, 3, 3, 3]);
         assert_eq!(kept(&p), [vec![1, 1, 1, 1], vec![3, 3, 3, 3]]);
         assert!(p.stats().bytes <= 10 * POSITION as u64);

@@ -168,9 +168,8 @@ fn prompts_reuse_the_kv_cache_of_earlier_requests() {
     let prompt = first["usage"]["prompt_tokens"].as_u64().unwrap();
     assert!(cached(&first) < prompt - 1, "{first}");
 
-    // The same prompt again: all of it but the last token is reused, and
-    // the answer is the same.
-    server.wait_for_sequences_to_end();
+    // The same prompt again: all of it but the last token is reused (kept
+    // as soon as the first request computed it), and the answer is the same.
     let reused = server.metric("sandpiper_prompt_tokens_reused_total");
     let (_, again) = server.post("/v1/chat/completions", &req);
     assert_eq!(cached(&again), prompt - 1, "{again}");
@@ -180,7 +179,8 @@ fn prompts_reuse_the_kv_cache_of_earlier_requests() {
         prompt - 1
     );
 
-    // The conversation's next turn reuses the whole first turn.
+    // The conversation's next turn reuses the whole first turn, the answer
+    // included: kept when the first request's sequence ended.
     server.wait_for_sequences_to_end();
     let mut next = req.clone();
     let messages = next["messages"].as_array_mut().unwrap();
