@@ -16,15 +16,34 @@
 //! continued from a kept prefix gives bit-identical logits
 //! (`tests/prefix.rs`).
 //!
+//! Prompts that arrive together find nothing kept yet: each would compute
+//! the opening they share (a long system prompt) in the same forward pass.
+//! So a prompt being computed is marked here until it is kept, and a prompt
+//! that shares at least [`MIN_WAIT_TOKENS`] more tokens with it than with
+//! anything kept waits for it, then continues from its copy: the shared
+//! opening is computed once, and the waiting prompts' own tokens follow in
+//! one pass together.
+//!
 //! Only the native forward pass keeps prefixes: candle's `quantized_llama`
 //! holds its cache inside the model weights' layers.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::llama::{Cache, Llama};
 
 /// The default memory budget of a model's kept prefixes.
 pub const DEFAULT_BUDGET: usize = 128 << 20;
+
+/// A prompt waits for one being computed only when that one shares at least
+/// this many more tokens with it than any kept sequence does: waiting adds a
+/// forward pass (its own tokens no longer go in the other prompt's), which
+/// costs about what computing a few tokens does.
+const MIN_WAIT_TOKENS: usize = 16;
+
+/// The longest a prompt waits for another to be computed (a prompt computed
+/// behind a long queue does not hold the others up without end).
+const MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// Counters of prefix reuse.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,6 +61,9 @@ pub struct PrefixStats {
 pub(crate) struct Prefixes {
     budget: usize,
     kept: Mutex<Kept>,
+    /// A prompt being computed is done (kept, or given up): what waiting
+    /// prompts wait for.
+    computed: Condvar,
 }
 
 #[derive(Default)]
@@ -52,6 +74,8 @@ struct Kept {
     clock: u64,
     hits: u64,
     reused_tokens: u64,
+    /// Prompts being computed now, by sequence id.
+    computing: Vec<(u64, Vec<u32>)>,
 }
 
 struct Entry {
@@ -72,6 +96,7 @@ impl Prefixes {
         Prefixes {
             budget,
             kept: Mutex::new(Kept::default()),
+            computed: Condvar::new(),
         }
     }
 
@@ -81,28 +106,63 @@ impl Prefixes {
 
     /// The longest kept prefix of `prompt` (short of its last token, whose
     /// logits the caller needs computed), as a new cache, with its length.
-    pub fn lookup(&self, llama: &Llama, prompt: &[u32]) -> Option<(usize, Cache)> {
+    ///
+    /// First waits (up to [`MAX_WAIT`]) while a prompt being computed shares
+    /// at least [`MIN_WAIT_TOKENS`] more of its tokens than anything kept.
+    /// Then marks `prompt` as being computed by sequence `id` until
+    /// [`Prefixes::computed`], so that prompts arriving meanwhile may wait
+    /// for it in turn.
+    pub fn lookup(&self, llama: &Llama, id: u64, prompt: &[u32]) -> Option<(usize, Cache)> {
         if self.budget == 0 || prompt.len() < 2 {
             return None;
         }
         let wanted = &prompt[..prompt.len() - 1];
-        let (n, seq) = {
-            let mut kept = self.lock();
-            let (n, at) = kept
+        let deadline = Instant::now() + MAX_WAIT;
+        let mut kept = self.lock();
+        let best = loop {
+            let best = kept
                 .entries
                 .iter()
                 .enumerate()
                 .map(|(i, e)| (common_prefix(&e.seq.tokens, wanted), i))
-                .max()?;
-            if n == 0 {
-                return None;
+                .max()
+                .filter(|&(n, _)| n > 0);
+            let have = best.map_or(0, |(n, _)| n);
+            let coming = kept
+                .computing
+                .iter()
+                .map(|(_, tokens)| common_prefix(tokens, wanted))
+                .max()
+                .unwrap_or(0);
+            let now = Instant::now();
+            if coming < have + MIN_WAIT_TOKENS || now >= deadline {
+                break best;
             }
-            kept.hits += 1;
-            kept.reused_tokens += n as u64;
-            kept.touch(at);
-            (n, kept.entries[at].seq.clone())
+            kept = self
+                .computed
+                .wait_timeout(kept, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         };
+        kept.computing.push((id, prompt.to_vec()));
+        let (n, at) = best?;
+        kept.hits += 1;
+        kept.reused_tokens += n as u64;
+        kept.touch(at);
+        let seq = kept.entries[at].seq.clone();
+        drop(kept);
         Some((n, llama.copy_prefix(&seq.cache, n)))
+    }
+
+    /// Sequence `id`'s prompt is no longer being computed (it is kept, or
+    /// failed): prompts waiting for it look again.
+    pub fn computed(&self, id: u64) {
+        let mut kept = self.lock();
+        let before = kept.computing.len();
+        kept.computing.retain(|(i, _)| *i != id);
+        if kept.computing.len() != before {
+            self.computed.notify_all();
+        }
     }
 
     /// Keeps a copy of a live sequence's cache (`tokens` its positions so

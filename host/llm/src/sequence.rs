@@ -8,6 +8,7 @@ use candle_transformers::models::quantized_llama::ModelWeights;
 
 use crate::llama;
 use crate::model::Weights;
+use crate::prefix::Prefixes;
 use crate::sampler::{Sampled, Sampler, SamplingParams};
 use crate::{LlmError, Model};
 
@@ -29,6 +30,20 @@ pub struct Sequence {
     sampler: Sampler,
     /// The logits and token of the last sample, for [`Sequence::resample`].
     last: Option<(Tensor, u32)>,
+}
+
+/// Ends a prompt's mark as being computed in its model's prefix store
+/// ([`Prefixes::lookup`]) however [`Sequence::feed`] returns: after the
+/// prompt is kept, or on an error.
+struct Computing<'a> {
+    prefixes: &'a Prefixes,
+    id: u64,
+}
+
+impl Drop for Computing<'_> {
+    fn drop(&mut self) {
+        self.prefixes.computed(self.id);
+    }
 }
 
 /// The per-sequence half of the model's forward pass.
@@ -118,10 +133,18 @@ impl Sequence {
         }
         let prompt = self.len == 0;
         let mut tokens = tokens;
+        let model = self.model.clone();
+        // Until this function returns, other prompts may wait for this one.
+        let mut _computing = None;
         if let (true, State::Native(cache), Weights::Native(batcher)) =
-            (prompt, &mut self.state, &self.model.weights)
+            (prompt, &mut self.state, &model.weights)
         {
-            if let Some((n, kept)) = batcher.prefixes().lookup(batcher.llama(), tokens) {
+            let found = batcher.prefixes().lookup(batcher.llama(), self.id, tokens);
+            _computing = Some(Computing {
+                prefixes: batcher.prefixes(),
+                id: self.id,
+            });
+            if let Some((n, kept)) = found {
                 *cache = kept;
                 self.history.extend_from_slice(&tokens[..n]);
                 self.len = n;

@@ -136,3 +136,66 @@ fn prompts_continue_from_kept_prefixes_with_identical_logits() {
         "a budget of 0 keeps nothing"
     );
 }
+
+/// Prompts that arrive at the same moment with a long opening in common: one
+/// computes the opening, the others wait for it and continue from its copy
+/// (instead of all computing it side by side in one pass), with the logits
+/// of computing everything.
+#[test]
+fn prompts_that_arrive_together_compute_their_shared_opening_once() {
+    let model = load(64 << 20);
+    if model.backend() != "native" {
+        eprintln!("candle backend: no prefixes are kept");
+        return;
+    }
+    let fresh = load(0);
+    let system = format!(
+        "<|im_start|>system\n{}<|im_end|>\n",
+        "You answer questions about shore birds, briefly and kindly. ".repeat(8)
+    );
+    let prompts: Vec<Vec<u32>> = [
+        "Name a wader.",
+        "What do sandpipers eat?",
+        "Where do plovers nest?",
+    ]
+    .iter()
+    .map(|q| {
+        let text = format!("{system}<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n");
+        model.tokenize(&text).unwrap()
+    })
+    .collect();
+    let shared = (1..prompts.len())
+        .map(|i| {
+            prompts[0]
+                .iter()
+                .zip(&prompts[i])
+                .take_while(|(a, b)| a == b)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(shared > 60, "the system prompt is shared ({shared} tokens)");
+
+    let start = Arc::new(std::sync::Barrier::new(prompts.len()));
+    let runs: Vec<_> = prompts
+        .iter()
+        .map(|prompt| {
+            let (model, start, prompt) = (model.clone(), start.clone(), prompt.clone());
+            std::thread::spawn(move || {
+                let mut seq = greedy(&model);
+                start.wait();
+                let (steps, _) = decode(&mut seq, &prompt);
+                (seq.reused_tokens(), steps)
+            })
+        })
+        .collect();
+    let results: Vec<(usize, Vec<Vec<u32>>)> =
+        runs.into_iter().map(|r| r.join().unwrap()).collect();
+
+    let mut reused: Vec<usize> = results.iter().map(|(n, _)| *n).collect();
+    reused.sort();
+    assert_eq!(reused, [0, shared, shared], "one computed the opening");
+    for (prompt, (_, steps)) in prompts.iter().zip(&results) {
+        assert_eq!(steps, &decode(&mut greedy(&fresh), prompt).0);
+    }
+}
