@@ -49,6 +49,16 @@ CONVERSATION = [
     "Summarize all of that in two sentences.",
 ]
 CONVERSATION_TOKENS = 64  # max_tokens of each answer (the decode length, if shorter)
+# A burst: requests sent at once with one long system prompt and their own questions.
+BURST_SYSTEM = ("You are the help desk of a bird observatory. Answer visitors' questions about "
+                "shore birds, their food, nests and migrations, briefly and kindly. ") * 6
+BURST_QUESTIONS = [
+    "Name a wader.",
+    "What do sandpipers eat?",
+    "Where do plovers nest?",
+    "Why do godwits migrate?",
+]
+BURST_TOKENS = 16  # max_tokens of each answer
 # Filler words for prompts of an exact length; each is one token for GPT-2-style BPE.
 FILLER = (" the cat sat on a mat and then the dog ran to the park with a red ball while"
           " birds sang in the old tree near the river").split()
@@ -706,22 +716,27 @@ class Bench:
             self.add(system, f"rtt_{key}_median_ms", median(rtts) * 1e3)
             self.add(system, f"rtt_{key}_p99_ms", percentile(rtts, 99) * 1e3)
         conn.close()
-        rates = {c: self.concurrency(system, srv.port, c, run, extra) for c in a.concurrency}
+        self.concurrency_suite(system, srv.port, run, extra)
+
+    def concurrency_suite(self, system, port, run, extra, key="conc"):
+        """The concurrency runs (1, 2, 4 streams and one stream again), recorded under
+        `key`, with the paired gains."""
+        rates = {c: self.concurrency(system, port, c, run, extra, key=key) for c in self.a.concurrency}
         if 1 in rates and len(rates) > 1:
             # Paired gain: one stream again right after the most streams, so each
             # repetition divides by one-stream rates measured on either side.
-            again = self.concurrency(system, srv.port, 1, run + 500, extra, record=False)
+            again = self.concurrency(system, port, 1, run + 500, extra, record=False, key=key)
             def mean(x, y):
                 return (x + y) / 2 if x and y else None
             (agg1, steady1), (agg1b, steady1b) = rates[1], again
             one_agg, one_steady = mean(agg1, agg1b), mean(steady1, steady1b)
             for c, (agg, steady) in rates.items():
                 if c > 1:
-                    self.add(system, f"conc{c}_paired_gain", agg / one_agg)
+                    self.add(system, f"{key}{c}_paired_gain", agg / one_agg)
                     if steady and one_steady:
-                        self.add(system, f"conc{c}_paired_decode_gain", steady / one_steady)
+                        self.add(system, f"{key}{c}_paired_decode_gain", steady / one_steady)
 
-    def concurrency(self, system, port, c, run, extra, record=True):
+    def concurrency(self, system, port, c, run, extra, record=True, key="conc"):
         """c streams at once; records their measures (unless not `record`) and
         returns (aggregate tok/s, steady-state decode tok/s)."""
         bodies = [chat_body(decode_prompt(run * 10 + i), self.a.gen_tokens, extra) for i in range(c)]
@@ -734,13 +749,13 @@ class Bench:
         steady = steady_decode_rate(results)
         if not record:
             return tokens / wall, steady
-        self.add(system, f"conc{c}_aggregate_tok_s", tokens / wall)
+        self.add(system, f"{key}{c}_aggregate_tok_s", tokens / wall)
         if steady:
-            self.add(system, f"conc{c}_steady_decode_tok_s", steady)
-        self.add(system, f"conc{c}_ttft_s", median([r["ttft"] for r in results]))
-        self.add(system, f"conc{c}_latency_s", median([r["total_s"] for r in results]))
+            self.add(system, f"{key}{c}_steady_decode_tok_s", steady)
+        self.add(system, f"{key}{c}_ttft_s", median([r["ttft"] for r in results]))
+        self.add(system, f"{key}{c}_latency_s", median([r["total_s"] for r in results]))
         rates = [x for x in (decode_rate(r) for r in results) if x]
-        self.add(system, f"conc{c}_stream_tok_s", median(rates) if rates else None)
+        self.add(system, f"{key}{c}_stream_tok_s", median(rates) if rates else None)
         return tokens / wall, steady
 
     def conversation_tokens(self):
@@ -763,6 +778,24 @@ class Bench:
         self.add(system, f"conv_{key}_ttft_s", r["ttft"])
         if r["prompt_tokens"]:
             self.add(system, f"conv_{key}_prompt_tokens", r["prompt_tokens"])
+
+    def burst(self, system, port, run, extra):
+        """BURST_QUESTIONS sent at once, each after the same BURST_SYSTEM prompt (opened by
+        the run number, so nothing earlier shares it); records when the first and the last
+        of their first tokens came, and the prompt length, as `burst_*`."""
+        bodies = []
+        for question in BURST_QUESTIONS:
+            body = chat_body("", BURST_TOKENS, extra)
+            body["messages"] = [{"role": "system", "content": f"[{run:04d}] {BURST_SYSTEM}"},
+                                {"role": "user", "content": question}]
+            bodies.append(body)
+        results = stream_many(port, bodies)
+        t0 = min(r["t0"] for r in results)
+        firsts = sorted(r["t_first"] - t0 for r in results)
+        self.add(system, "burst_first_ttft_s", firsts[0])
+        self.add(system, "burst_last_ttft_s", firsts[-1])
+        if results[0]["prompt_tokens"]:
+            self.add(system, "burst_prompt_tokens", results[0]["prompt_tokens"])
 
     def native_decode_at_context(self):
         """bench_native's decode after a prompt as long as the HTTP decode request's
@@ -840,6 +873,8 @@ class Bench:
         srv = self.start_sandpiper(f"run{run}-reuse", reuse=True)
         try:
             self.conversation("sandpiper", srv.port, run + 100, {}, "reuse")
+            self.concurrency_suite("sandpiper", srv.port, run + 200, {}, key="rconc")
+            self.burst("sandpiper", srv.port, run + 300, {})
         finally:
             srv.stop()
 
@@ -860,6 +895,9 @@ class Bench:
             self.add("llama-server", "peak_rss_mib", vm_hwm_kib(srv.proc.pid) / 1024)
             self.conversation("llama-server", srv.port, run, {"cache_prompt": False}, "fresh")
             self.conversation("llama-server", srv.port, run + 100, {"cache_prompt": True}, "reuse")
+            self.concurrency_suite("llama-server", srv.port, run + 200, {"cache_prompt": True},
+                                   key="rconc")
+            self.burst("llama-server", srv.port, run + 300, {"cache_prompt": True})
         finally:
             srv.stop()
 
@@ -1109,46 +1147,80 @@ class Report:
                          f"{self.ratio(self.med('sandpiper', m), self.med('llama-server', m))} |")
             L.append("")
 
-        L.append(f"## Concurrent streams (max_tokens {a.gen_tokens} each)")
-        L.append("")
+        if self.vals("sandpiper", "burst_last_ttft_s"):
+            L.append(f"## {len(BURST_QUESTIONS)} requests at once, one long system prompt "
+                     f"(max_tokens {BURST_TOKENS} each)")
+            L.append("")
+            L.append("Each request asks its own question after the same system prompt, new to the "
+                     "server, with prompt reuse on (llama-server: `cache_prompt: true`; Sandpiper: "
+                     "its default `--prefix-cache-mib`, where a prompt waits for one being computed "
+                     "that shares its opening, then continues from it).")
+            L.append("")
+            L.append("| measure | llama-server | sandpiper serve | sandpiper ÷ llama-server |")
+            L.append("|---|---|---|---|")
+            L.append(f"| prompt tokens (the first question) | {self.cell('llama-server', 'burst_prompt_tokens', 0)} | "
+                     f"{self.cell('sandpiper', 'burst_prompt_tokens', 0)} | |")
+            for m, what in (("burst_first_ttft_s", "the first request's first token (s)"),
+                            ("burst_last_ttft_s", "the last request's first token (s)")):
+                L.append(f"| {what} | {self.cell('llama-server', m, 3)} | {self.cell('sandpiper', m, 3)} | "
+                         f"{self.ratio(self.med('sandpiper', m), self.med('llama-server', m))} |")
+            L.append("")
+        L += self.concurrency_section("conc", f"## Concurrent streams (max_tokens {a.gen_tokens} each)", [],
+                                      "each stream has its own prompt")
+        L += self.concurrency_section(
+            "rconc", "## Concurrent streams with prompt reuse on (each server's default)",
+            ["The same runs against servers that reuse what earlier requests computed "
+             "(llama-server: `cache_prompt: true`, each slot its own last prompt; Sandpiper: its "
+             "default `--prefix-cache-mib`, any request's). The streams' prompts differ after the "
+             "chat template's opening, which every request shares (its system prompt), so this "
+             "is what a server started with its defaults gives concurrent chat clients.", ""],
+            "each stream has its own prompt, opened by the template's shared system prompt")
+        return "\n".join(L)
+
+    def concurrency_section(self, key, title, intro, prompts):
+        """The concurrency table of the runs recorded under `key`, with its gains."""
+        a = self.b.a
+        names = {"llama-server": "llama-server (`-np 4`)", "sandpiper": "sandpiper serve",
+                 "native": "Sandpiper backend, in-process (a thread per stream, after the same prompt)"}
+        if not any(self.vals(s, f"{key}1_aggregate_tok_s") for s in names):
+            return []
+        L = [title, ""] + intro
         L.append("| streams | server | aggregate tok/s | aggregate tok/s while all decode | "
                  "per-stream decode tok/s | time to first token (s) | request latency (s) |")
         L.append("|---|---|---|---|---|---|---|")
-        names = {"llama-server": "llama-server (`-np 4`)", "sandpiper": "sandpiper serve",
-                 "native": "Sandpiper backend, in-process (a thread per stream, after the same prompt)"}
         for c in a.concurrency:
             for s in ("llama-server", "sandpiper", "native"):
-                if not self.vals(s, f"conc{c}_aggregate_tok_s"):
+                if not self.vals(s, f"{key}{c}_aggregate_tok_s"):
                     continue
-                L.append(f"| {c} | {names[s]} | {self.cell(s, f'conc{c}_aggregate_tok_s')} | "
-                         f"{self.cell(s, f'conc{c}_steady_decode_tok_s')} | "
-                         f"{self.cell(s, f'conc{c}_stream_tok_s')} | {self.cell(s, f'conc{c}_ttft_s')} | "
-                         f"{self.cell(s, f'conc{c}_latency_s')} |")
+                L.append(f"| {c} | {names[s]} | {self.cell(s, f'{key}{c}_aggregate_tok_s')} | "
+                         f"{self.cell(s, f'{key}{c}_steady_decode_tok_s')} | "
+                         f"{self.cell(s, f'{key}{c}_stream_tok_s')} | {self.cell(s, f'{key}{c}_ttft_s')} | "
+                         f"{self.cell(s, f'{key}{c}_latency_s')} |")
         L.append("")
         top = max(a.concurrency)
         if top > 1:
-            gains = [f"{names[s]} {self.ratio(self.med(s, f'conc{top}_aggregate_tok_s'), self.med(s, 'conc1_aggregate_tok_s'))}"
+            gains = [f"{names[s]} {self.ratio(self.med(s, f'{key}{top}_aggregate_tok_s'), self.med(s, f'{key}1_aggregate_tok_s'))}"
                      for s in ("sandpiper", "native", "llama-server")
-                     if self.vals(s, f"conc{top}_aggregate_tok_s") and self.vals(s, "conc1_aggregate_tok_s")]
+                     if self.vals(s, f"{key}{top}_aggregate_tok_s") and self.vals(s, f"{key}1_aggregate_tok_s")]
             L.append(f"Aggregate tok/s of {top} streams ÷ 1 stream, from the medians above: "
                      + "; ".join(gains) + ".")
             L.append("")
-            paired = [f"{names[s]} {self.cell(s, f'conc{top}_paired_gain', 2)}×"
-                      for s in ("sandpiper", "llama-server") if self.vals(s, f"conc{top}_paired_gain")]
+            paired = [f"{names[s]} {self.cell(s, f'{key}{top}_paired_gain', 2)}×"
+                      for s in ("sandpiper", "llama-server") if self.vals(s, f"{key}{top}_paired_gain")]
             if paired:
                 L.append(f"**Paired, per repetition ({top} streams ÷ the mean of the one-stream runs that "
                          f"open and close the sequence {', '.join(map(str, a.concurrency))}, 1; median (min–max)): " + "; ".join(paired) + ".** "
-                         "Both include the prompts' prefill (each stream has its own prompt).")
+                         f"Both include the prompts' prefill ({prompts}).")
                 L.append("")
-            steady = [f"{names[s]} {self.cell(s, f'conc{top}_paired_decode_gain', 2)}×"
-                      for s in ("sandpiper", "llama-server") if self.vals(s, f"conc{top}_paired_decode_gain")]
+            steady = [f"{names[s]} {self.cell(s, f'{key}{top}_paired_decode_gain', 2)}×"
+                      for s in ("sandpiper", "llama-server") if self.vals(s, f"{key}{top}_paired_decode_gain")]
             if steady:
                 L.append(f"The same pairs, decode phase only (from the last of the {top} streams' first "
                          "tokens on: each stream's tokens after it ÷ the time to its end, summed, against "
                          "one stream's decode rate; what batching the steps gains, without the prompts): "
                          + "; ".join(steady) + ".")
                 L.append("")
-        return "\n".join(L)
+        return L
 
 
 # --------------------------------------------------------------------------- main

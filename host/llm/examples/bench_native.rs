@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use sandpiper_llm::{Model, SamplingParams, Sequence};
+use sandpiper_llm::{LoadOptions, Model, SamplingParams, Sequence};
 use serde_json::json;
 
 const TEXT: &str = "The lighthouse stood at the edge of the world, where the grey sea \
@@ -108,7 +108,13 @@ fn main() -> anyhow::Result<()> {
     }
 
     let t = Instant::now();
-    let model = Model::load("bench", &args.model)?;
+    // Nothing kept for reuse: every prompt measured is computed whole (the
+    // warm-up and each prompt length start with the same tokens).
+    let options = LoadOptions {
+        prefix_cache_bytes: 0,
+        ..LoadOptions::default()
+    };
+    let model = Model::load_with("bench", &args.model, &options)?;
     let load_s = t.elapsed().as_secs_f64();
 
     // Real text, repeated, cut to each length.

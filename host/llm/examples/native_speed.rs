@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sandpiper_llm::{Model, SamplingParams};
+use sandpiper_llm::{LoadOptions, Model, SamplingParams};
 
 /// Nanoseconds this process's threads have run on a CPU (0 where unknown).
 fn cpu_ns() -> u64 {
@@ -92,7 +92,12 @@ fn main() {
             .expect("usage: native_speed MODEL.gguf [ROUNDS]"),
     );
     let rounds: usize = args.next().map_or(3, |s| s.parse().expect("ROUNDS"));
-    let native = Model::load("model", &path).unwrap();
+    // Nothing kept for reuse: each round computes its prompt whole.
+    let options = LoadOptions {
+        prefix_cache_bytes: 0,
+        ..LoadOptions::default()
+    };
+    let native = Model::load_with("model", &path, &options).unwrap();
     let candle = Model::load_reference("model", &path).unwrap();
     println!(
         "native backend: {} ({} kernels, {} threads)",
