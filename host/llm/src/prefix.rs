@@ -19,10 +19,13 @@
 //! Prompts that arrive together find nothing kept yet: each would compute
 //! the opening they share (a long system prompt) in the same forward pass.
 //! So a prompt being computed is marked here until it is kept, and a prompt
-//! that shares at least [`MIN_WAIT_TOKENS`] more tokens with it than with
-//! anything kept waits for it, then continues from its copy: the shared
-//! opening is computed once, and the waiting prompts' own tokens follow in
-//! one pass together.
+//! that shares enough with it waits for it, then continues from its copy:
+//! the shared opening is computed once, and the waiting prompts' own tokens
+//! follow in one pass together. Enough: at least [`MIN_WAIT_TOKENS`] more
+//! tokens than anything kept gives, and no fewer than the marked prompt has
+//! beyond them (a short question does not wait for a long document that
+//! merely opens with the same system prompt; it goes in that prompt's
+//! passes instead).
 //!
 //! Only the native forward pass keeps prefixes: candle's `quantized_llama`
 //! holds its cache inside the model weights' layers.
@@ -55,6 +58,8 @@ pub struct PrefixStats {
     /// Sequences kept now, and the memory they take.
     pub entries: u64,
     pub bytes: u64,
+    /// Prompts being computed now, which others may wait for.
+    pub computing: u64,
 }
 
 /// The kept sequences of one model, least recently used dropped first.
@@ -108,7 +113,7 @@ impl Prefixes {
     /// logits the caller needs computed), as a new cache, with its length.
     ///
     /// First waits (up to [`MAX_WAIT`]) while a prompt being computed shares
-    /// at least [`MIN_WAIT_TOKENS`] more of its tokens than anything kept.
+    /// enough of its tokens (see the module's documentation).
     /// Then marks `prompt` as being computed by sequence `id` until
     /// [`Prefixes::computed`], so that prompts arriving meanwhile may wait
     /// for it in turn.
@@ -128,14 +133,12 @@ impl Prefixes {
                 .max()
                 .filter(|&(n, _)| n > 0);
             let have = best.map_or(0, |(n, _)| n);
-            let coming = kept
-                .computing
-                .iter()
-                .map(|(_, tokens)| common_prefix(tokens, wanted))
-                .max()
-                .unwrap_or(0);
+            let worth_waiting = kept.computing.iter().any(|(_, tokens)| {
+                let shared = common_prefix(tokens, wanted);
+                shared >= have + MIN_WAIT_TOKENS && tokens.len() - shared <= shared - have
+            });
             let now = Instant::now();
-            if coming < have + MIN_WAIT_TOKENS || now >= deadline {
+            if !worth_waiting || now >= deadline {
                 break best;
             }
             kept = self
@@ -228,6 +231,7 @@ impl Prefixes {
             reused_tokens: kept.reused_tokens,
             entries: kept.entries.len() as u64,
             bytes: kept.bytes as u64,
+            computing: kept.computing.len() as u64,
         }
     }
 }

@@ -199,3 +199,56 @@ fn prompts_that_arrive_together_compute_their_shared_opening_once() {
         assert_eq!(steps, &decode(&mut greedy(&fresh), prompt).0);
     }
 }
+
+/// A short prompt does not wait for a long one that merely opens the same
+/// way (waiting would cost it the whole long prefill to save a few tokens):
+/// it is computed beside it.
+#[test]
+fn a_short_prompt_does_not_wait_for_a_long_one_with_the_same_opening() {
+    let model = load(64 << 20);
+    if model.backend() != "native" {
+        eprintln!("candle backend: no prefixes are kept");
+        return;
+    }
+    let fresh = load(0);
+    let long = model
+        .tokenize(&chat(&format!(
+            "Summarise this: {}",
+            "The sandpiper runs along the edge of the waves. ".repeat(60)
+        )))
+        .unwrap();
+    let short = model.tokenize(&chat("Name a wader.")).unwrap();
+    let shared = long.iter().zip(&short).take_while(|(a, b)| a == b).count();
+    assert!(
+        shared >= 16 && long.len() > 10 * shared,
+        "{shared} shared of {}",
+        long.len()
+    );
+
+    let long_run = {
+        let (model, long) = (model.clone(), long.clone());
+        std::thread::spawn(move || {
+            let mut seq = greedy(&model);
+            let (steps, _) = decode(&mut seq, &long);
+            (seq.reused_tokens(), steps)
+        })
+    };
+    // Once the long prompt is being computed (it takes far longer than
+    // what follows), the short one starts.
+    let since = std::time::Instant::now();
+    while model.prefix_stats().unwrap().computing == 0 {
+        assert!(
+            since.elapsed().as_secs() < 60,
+            "the long prompt never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let mut seq = greedy(&model);
+    let (steps, _) = decode(&mut seq, &short);
+    assert_eq!(seq.reused_tokens(), 0, "the short prompt did not wait");
+    assert_eq!(steps, decode(&mut greedy(&fresh), &short).0);
+
+    let (long_reused, long_steps) = long_run.join().unwrap();
+    assert_eq!(long_reused, 0);
+    assert_eq!(long_steps, decode(&mut greedy(&fresh), &long).0);
+}
