@@ -133,11 +133,10 @@ impl Sequence {
         }
         let prompt = self.len == 0;
         let mut tokens = tokens;
-        let model = self.model.clone();
         // Until this function returns, other prompts may wait for this one.
         let mut _computing = None;
         if let (true, State::Native(cache), Weights::Native(batcher)) =
-            (prompt, &mut self.state, &model.weights)
+            (prompt, &mut self.state, &self.model.weights)
         {
             let found = batcher.prefixes().lookup(batcher.llama(), self.id, tokens);
             _computing = Some(Computing {
