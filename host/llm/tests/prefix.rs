@@ -36,6 +36,11 @@ fn greedy(model: &Arc<Model>) -> Sequence {
     seq
 }
 
+/// How many leading tokens `a` and `b` have in common.
+fn shared(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 /// Feeds `prompt`, then `STEPS` greedy tokens: every step's logits (as
 /// bits), and every token fed.
 fn decode(seq: &mut Sequence, prompt: &[u32]) -> (Vec<Vec<u32>>, Vec<u32>) {
@@ -74,11 +79,7 @@ fn prompts_continue_from_kept_prefixes_with_identical_logits() {
 
     // Another question after the same system prompt: the shared head is reused.
     let second = model.tokenize(&chat("Name three colours.")).unwrap();
-    let shared = first
-        .iter()
-        .zip(&second)
-        .take_while(|(a, b)| a == b)
-        .count();
+    let shared = shared(&first, &second);
     assert!(shared > 10, "the system prompt is shared ({shared} tokens)");
     let mut seq = greedy(&model);
     let (steps, _) = decode(&mut seq, &second);
@@ -165,13 +166,7 @@ fn prompts_that_arrive_together_compute_their_shared_opening_once() {
     })
     .collect();
     let shared = (1..prompts.len())
-        .map(|i| {
-            prompts[0]
-                .iter()
-                .zip(&prompts[i])
-                .take_while(|(a, b)| a == b)
-                .count()
-        })
+        .map(|i| shared(&prompts[0], &prompts[i]))
         .max()
         .unwrap();
     assert!(shared > 60, "the system prompt is shared ({shared} tokens)");
@@ -218,7 +213,7 @@ fn a_short_prompt_does_not_wait_for_a_long_one_with_the_same_opening() {
         )))
         .unwrap();
     let short = model.tokenize(&chat("Name a wader.")).unwrap();
-    let shared = long.iter().zip(&short).take_while(|(a, b)| a == b).count();
+    let shared = shared(&long, &short);
     assert!(
         shared >= 16 && long.len() > 10 * shared,
         "{shared} shared of {}",
