@@ -4,18 +4,22 @@
 //! A decode step of a small model reads every weight once for one token: it
 //! is bound by memory bandwidth, so four sequences stepping together cost
 //! little more than one. Each sequence's thread (a guest's wasi-nn call)
-//! queues its step here and blocks; whichever caller finds no batch running
-//! leads the next one: it takes every queued step, runs them as one forward
-//! pass on the kernel pool, hands each caller its result and wakes them. No
+//! queues its step here and blocks; when no batch is running and the next
+//! one is gathered (below), one caller leads it: it takes every queued step,
+//! runs them as one forward pass on the kernel pool, hands each caller its
+//! result and wakes them. No
 //! scheduler thread is involved, so a lone sequence runs its steps on its own
 //! thread with nothing but an uncontended lock added.
 //!
 //! Between two steps a sequence's guest does a little work of its own
 //! (sampling is done; it writes the token to its stream and asks for the next
-//! step). A leader therefore waits, at most [`GATHER`], for the sequences of
-//! the previous batch to queue their next step before it starts, so that
-//! concurrent streams stay in one batch instead of splitting into a batch of
-//! the quickest and one of the rest.
+//! step). A batch therefore starts only once the sequences of the previous
+//! batch have all queued their next step, or [`GATHER`] after the queue fell
+//! idle, so that concurrent streams stay in one batch instead of splitting
+//! into a batch of the quickest and one of the rest. The step that completes
+//! the batch leads it at once, on its own thread: no thread sleeps through
+//! the gathering only to be woken when the last step comes (on a VM, waking
+//! a thread costs tens of microseconds, on every step of every batch).
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -25,8 +29,8 @@ use anyhow::{anyhow, Result};
 use crate::llama::{Cache, Llama, Scratch, Segment};
 use crate::prefix::Prefixes;
 
-/// How long a leader waits for the previous batch's sequences to queue their
-/// next step. Guest work between steps takes tens of microseconds; a sequence
+/// How long queued steps wait for the previous batch's sequences to queue
+/// their next step. Guest work between steps takes tens of microseconds; a sequence
 /// that takes longer (it stopped generating but still holds its context, or
 /// it is computing a grammar mask) is left for the next batch.
 const GATHER: Duration = Duration::from_micros(1000);
@@ -43,12 +47,9 @@ pub(crate) struct Batcher {
     llama: Llama,
     prefixes: Prefixes,
     queue: Mutex<Queue>,
-    /// A step was queued or a sequence left: what a gathering leader waits
-    /// for. Only the leader waits here, so the callers of a batch are not
-    /// woken each time another sequence queues its step.
-    arrived: Condvar,
-    /// A batch finished: its callers' results are in, and a step left out of
-    /// it may lead the next one.
+    /// A batch finished (its callers' results are in, and a step left out of
+    /// it may lead the next one), or a sequence left (the gathering may be
+    /// complete): what every queued caller waits for.
     done: Condvar,
 }
 
@@ -78,10 +79,13 @@ pub(crate) type Outcome = (Cache, Result<Option<Vec<f32>>>);
 struct Queue {
     pending: Vec<Step>,
     finished: Vec<(u64, Outcome)>,
-    /// A leader is gathering or running a batch.
+    /// A batch is running.
     running: bool,
+    /// Since when steps have been queued with no batch running: the
+    /// gathering ends [`GATHER`] after it.
+    idle_since: Option<Instant>,
     next_ticket: u64,
-    /// Sequences of the last batch that are still alive: the next leader
+    /// Sequences of the last batch that are still alive: the next batch
     /// waits for them.
     last: Vec<u64>,
     /// Activation buffers, lent to the running leader.
@@ -98,7 +102,6 @@ impl Batcher {
             llama,
             prefixes: Prefixes::new(prefix_budget),
             queue: Mutex::new(Queue::default()),
-            arrived: Condvar::new(),
             done: Condvar::new(),
         }
     }
@@ -129,8 +132,6 @@ impl Batcher {
             tokens,
             logits,
         });
-        // A leader may be gathering and waiting for this sequence.
-        self.arrived.notify_one();
         loop {
             if let Some(i) = q.finished.iter().position(|(t, _)| *t == ticket) {
                 return q.finished.swap_remove(i).1;
@@ -139,8 +140,18 @@ impl Batcher {
                 q = self.done.wait(q).unwrap_or_else(|e| e.into_inner());
                 continue;
             }
+            let deadline = *q.idle_since.get_or_insert_with(Instant::now) + GATHER;
+            let now = Instant::now();
+            if !all_here(&q) && now < deadline {
+                q = self
+                    .done
+                    .wait_timeout(q, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
+            }
             q.running = true;
-            q = self.gather(q);
+            q.idle_since = None;
             let mut steps = take_batch(&mut q.pending);
             let mut scratch = q.scratch.take().unwrap_or_default();
             drop(q);
@@ -157,27 +168,6 @@ impl Batcher {
             }
             q.running = false;
             self.done.notify_all();
-        }
-    }
-
-    /// Waits (up to [`GATHER`]) until every live sequence of the last batch
-    /// has queued its next step.
-    fn gather<'a>(&'a self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
-        let deadline = Instant::now() + GATHER;
-        loop {
-            let all_here = q
-                .last
-                .iter()
-                .all(|id| q.pending.iter().any(|s| s.sequence == *id));
-            let now = Instant::now();
-            if all_here || now >= deadline {
-                return q;
-            }
-            q = self
-                .arrived
-                .wait_timeout(q, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
         }
     }
 
@@ -219,11 +209,11 @@ impl Batcher {
             .collect()
     }
 
-    /// A sequence is gone: the next leader must not wait for it.
+    /// A sequence is gone: the next batch must not wait for it.
     pub fn leave(&self, sequence: u64) {
         let mut q = self.lock();
         q.last.retain(|&id| id != sequence);
-        self.arrived.notify_one();
+        self.done.notify_all();
     }
 
     pub fn stats(&self) -> BatchStats {
@@ -233,6 +223,13 @@ impl Batcher {
             batches: q.batches,
         }
     }
+}
+
+/// Whether every live sequence of the last batch has queued its next step.
+fn all_here(q: &Queue) -> bool {
+    q.last
+        .iter()
+        .all(|id| q.pending.iter().any(|s| s.sequence == *id))
 }
 
 /// The queued steps that go into the next batch, oldest first, up to
