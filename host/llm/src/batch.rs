@@ -7,9 +7,9 @@
 //! queues its step here and blocks; when no batch is running and the next
 //! one is gathered (below), one caller leads it: it takes every queued step,
 //! runs them as one forward pass on the kernel pool, hands each caller its
-//! result and wakes them. No
-//! scheduler thread is involved, so a lone sequence runs its steps on its own
-//! thread with nothing but an uncontended lock added.
+//! result and wakes them. No scheduler thread is involved, so a lone sequence
+//! runs its steps on its own thread with nothing but an uncontended lock
+//! added.
 //!
 //! Between two steps a sequence's guest does a little work of its own
 //! (sampling is done; it writes the token to its stream and asks for the next
@@ -30,9 +30,9 @@ use crate::llama::{Cache, Llama, Scratch, Segment};
 use crate::prefix::Prefixes;
 
 /// How long queued steps wait for the previous batch's sequences to queue
-/// their next step. Guest work between steps takes tens of microseconds; a sequence
-/// that takes longer (it stopped generating but still holds its context, or
-/// it is computing a grammar mask) is left for the next batch.
+/// their next step. Guest work between steps takes tens of microseconds; a
+/// sequence that takes longer (it stopped generating but still holds its
+/// context, or it is computing a grammar mask) is left for the next batch.
 const GATHER: Duration = Duration::from_micros(1000);
 
 /// At most this many tokens go into one forward pass (one prompt chunk of 256
