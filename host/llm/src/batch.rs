@@ -140,8 +140,8 @@ impl Batcher {
                 q = self.done.wait(q).unwrap_or_else(|e| e.into_inner());
                 continue;
             }
-            let deadline = *q.idle_since.get_or_insert_with(Instant::now) + GATHER;
             let now = Instant::now();
+            let deadline = *q.idle_since.get_or_insert(now) + GATHER;
             if !all_here(&q) && now < deadline {
                 q = self
                     .done

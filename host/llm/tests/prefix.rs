@@ -37,7 +37,7 @@ fn greedy(model: &Arc<Model>) -> Sequence {
 }
 
 /// How many leading tokens `a` and `b` have in common.
-fn shared(a: &[u32], b: &[u32]) -> usize {
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
@@ -79,7 +79,7 @@ fn prompts_continue_from_kept_prefixes_with_identical_logits() {
 
     // Another question after the same system prompt: the shared head is reused.
     let second = model.tokenize(&chat("Name three colours.")).unwrap();
-    let shared = shared(&first, &second);
+    let shared = common_prefix(&first, &second);
     assert!(shared > 10, "the system prompt is shared ({shared} tokens)");
     let mut seq = greedy(&model);
     let (steps, _) = decode(&mut seq, &second);
@@ -166,7 +166,7 @@ fn prompts_that_arrive_together_compute_their_shared_opening_once() {
     })
     .collect();
     let shared = (1..prompts.len())
-        .map(|i| shared(&prompts[0], &prompts[i]))
+        .map(|i| common_prefix(&prompts[0], &prompts[i]))
         .max()
         .unwrap();
     assert!(shared > 60, "the system prompt is shared ({shared} tokens)");
@@ -213,7 +213,7 @@ fn a_short_prompt_does_not_wait_for_a_long_one_with_the_same_opening() {
         )))
         .unwrap();
     let short = model.tokenize(&chat("Name a wader.")).unwrap();
-    let shared = shared(&long, &short);
+    let shared = common_prefix(&long, &short);
     assert!(
         shared >= 16 && long.len() > 10 * shared,
         "{shared} shared of {}",
