@@ -304,7 +304,7 @@ macro_rules! tiles256 {
 /// tokens at a time, its lanes holding its rows' sums (no reduction per row,
 /// as with AVX-512). The two halves of a group are separate passes over its
 /// blocks; the second reads them from L1 (a group of 48 Q4_1 blocks is 15 KB)
-/// while it prefetches the next group ([`prefetch_tile`]).
+/// and, below four tokens, prefetches the next group ([`prefetch_tile`]).
 ///
 /// Without `vpdpbusd`, `vpmaddubsw` multiplies unsigned weights by signed
 /// activations into 16-bit pair sums: Q4_1 nibbles (0–15) against
