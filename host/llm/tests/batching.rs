@@ -10,12 +10,17 @@ use sandpiper_llm::{Model, SamplingParams};
 
 const STEPS: usize = 24;
 
-fn prompts() -> [&'static str; 4] {
+fn prompts() -> [String; 4] {
+    // The last prompt is long (past 512 positions): batching must not
+    // change what long contexts compute either.
+    let notes = "The sandpiper feeds at the edge of the tide, running after each wave \
+                 as it draws back and probing the wet sand for small creatures. "
+        .repeat(24);
     [
-        "<|im_start|>user\nCount to ten.<|im_end|>\n<|im_start|>assistant\n",
-        "<|im_start|>user\nWrite a haiku about the sea.<|im_end|>\n<|im_start|>assistant\n",
-        "<|im_start|>user\nWhat is the capital of France? Answer in one sentence.<|im_end|>\n<|im_start|>assistant\n",
-        "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nName three colours.<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_start|>user\nCount to ten.<|im_end|>\n<|im_start|>assistant\n".into(),
+        "<|im_start|>user\nWrite a haiku about the sea.<|im_end|>\n<|im_start|>assistant\n".into(),
+        "<|im_start|>user\nWhat is the capital of France? Answer in one sentence.<|im_end|>\n<|im_start|>assistant\n".into(),
+        format!("<|im_start|>system\nYou are terse. {notes}<|im_end|>\n<|im_start|>user\nName three colours.<|im_end|>\n<|im_start|>assistant\n"),
     ]
 }
 
@@ -47,15 +52,17 @@ fn concurrent_sequences_share_forward_passes_with_identical_results() {
         eprintln!("candle backend: no batching to test");
         return;
     }
-    let alone: Vec<_> = prompts().iter().map(|p| decode(&model, p, None)).collect();
+    let texts = prompts();
+    let long = model.tokenize(&texts[3]).unwrap().len();
+    assert!(long > 520, "the long prompt has {long} tokens");
+    let alone: Vec<_> = texts.iter().map(|p| decode(&model, p, None)).collect();
     let before = model.batch_stats().unwrap();
     assert_eq!(
         before.steps, before.batches,
         "one sequence at a time: batches of one"
     );
 
-    let barrier = Barrier::new(prompts().len());
-    let texts = prompts();
+    let barrier = Barrier::new(texts.len());
     let together: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = texts
             .iter()
@@ -68,7 +75,7 @@ fn concurrent_sequences_share_forward_passes_with_identical_results() {
     });
     let after = model.batch_stats().unwrap();
     let (steps, batches) = (after.steps - before.steps, after.batches - before.batches);
-    assert_eq!(steps, (prompts().len() * STEPS) as u64);
+    assert_eq!(steps, (texts.len() * STEPS) as u64);
     eprintln!("{steps} steps in {batches} forward passes");
     assert!(
         batches * 2 <= steps,
