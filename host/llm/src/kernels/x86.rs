@@ -43,6 +43,11 @@ pub fn has_avx512() -> bool {
 
 const TOKEN_GROUP: usize = 64;
 
+/// The most tokens an AVX2 tile takes: a token's float and integer sums for
+/// a half group (8 rows) take two of the 16 registers, and the weights,
+/// scales and broadcast activations need the rest.
+const TILE_TOKENS: usize = 4;
+
 // ---------------------------------------------------------------------------
 // AVX-512
 // ---------------------------------------------------------------------------
@@ -114,10 +119,10 @@ fn prefetch(blk: *const u8, len: usize) {
 /// prefetches the same block of the next group into L2 (a decode step of one
 /// sequence: 4–7% faster; at four, the extra instructions cost 1–2%).
 #[inline(always)]
-fn prefetch_tile(blk: *const u8, len: usize, nb: usize, half: usize, (t0, n): (usize, usize)) {
+fn prefetch_tile(blk: *const u8, len: usize, nb: usize, half: usize, t0: usize, n: usize) {
     if half == 0 {
         prefetch(blk, len);
-    } else if n < 4 && t0 % TOKEN_GROUP == 0 {
+    } else if n < TILE_TOKENS && t0.is_multiple_of(TOKEN_GROUP) {
         prefetch_lines::<_MM_HINT_T1>(blk.wrapping_add(nb * len), len);
     }
 }
@@ -286,11 +291,11 @@ macro_rules! tiles256 {
             let mask = lane_mask(lanes);
             let (w, acts, out) = ($w, $acts, $out);
             match (w.ty, n) {
-                (WeightType::Q4_1, 4) => $q4_1::<4>(w, at, acts, out, mask),
+                (WeightType::Q4_1, TILE_TOKENS) => $q4_1::<TILE_TOKENS>(w, at, acts, out, mask),
                 (WeightType::Q4_1, 3) => $q4_1::<3>(w, at, acts, out, mask),
                 (WeightType::Q4_1, 2) => $q4_1::<2>(w, at, acts, out, mask),
                 (WeightType::Q4_1, _) => $q4_1::<1>(w, at, acts, out, mask),
-                (WeightType::Q8_0, 4) => $q8_0::<4>(w, at, acts, out, mask),
+                (WeightType::Q8_0, TILE_TOKENS) => $q8_0::<TILE_TOKENS>(w, at, acts, out, mask),
                 (WeightType::Q8_0, 3) => $q8_0::<3>(w, at, acts, out, mask),
                 (WeightType::Q8_0, 2) => $q8_0::<2>(w, at, acts, out, mask),
                 (WeightType::Q8_0, _) => $q8_0::<1>(w, at, acts, out, mask),
@@ -338,7 +343,7 @@ pub unsafe fn matmul_avxvnni(w: &QMatrix, rows: Range<usize>, acts: &QActs, out:
 }
 
 /// Calls `tile((g, half, t0), n, lanes)` for every half group (8 rows) of
-/// `rows` and every tile of up to four of `tokens` (in groups of
+/// `rows` and every tile of up to [`TILE_TOKENS`] of `tokens` (in groups of
 /// [`TOKEN_GROUP`]); `lanes` are the half's lanes inside `rows` (a range may
 /// start or end inside a group; the other lanes are computed, not stored).
 #[inline(always)]
@@ -359,7 +364,7 @@ fn for_each_tile(
                 }
                 let mut t = tg;
                 while t < tend {
-                    let n = (tend - t).min(4);
+                    let n = (tend - t).min(TILE_TOKENS);
                     tile((g, half, t), n, (lo - first) as i32..(hi - first) as i32);
                     t += n;
                 }
@@ -397,7 +402,7 @@ unsafe fn tile_vnni_q8_0<const N: usize>(
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..nb {
         let blk = group.add(b * 544);
-        prefetch_tile(blk, 544, nb, half, (t0, N));
+        prefetch_tile(blk, 544, nb, half, t0, N);
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(512 + 16 * half) as *const __m128i));
         let mut isum = [_mm256_setzero_si256(); N];
         for v in 0..8 {
@@ -452,7 +457,7 @@ macro_rules! tile256_q4_1 {
             let mut acc = [_mm256_setzero_ps(); N];
             for b in 0..nb {
                 let blk = group.add(b * 320);
-                prefetch_tile(blk, 320, nb, half, (t0, N));
+                prefetch_tile(blk, 320, nb, half, t0, N);
                 let scales = blk.add(256 + 16 * half) as *const __m128i;
                 let dw = _mm256_cvtph_ps(_mm_loadu_si128(scales));
                 let mw = _mm256_cvtph_ps(_mm_loadu_si128(scales.add(2)));
@@ -521,7 +526,7 @@ unsafe fn tile256_q8_0<const N: usize>(
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..nb {
         let blk = group.add(b * 544);
-        prefetch_tile(blk, 544, nb, half, (t0, N));
+        prefetch_tile(blk, 544, nb, half, t0, N);
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(512 + 16 * half) as *const __m128i));
         let mut isum = [_mm256_setzero_si256(); N];
         for v in 0..8 {
