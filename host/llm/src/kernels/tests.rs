@@ -309,8 +309,9 @@ fn silu_mul_matches_f64() {
 }
 
 /// Every level's attention against softmax in f64, for grouped heads and
-/// lengths that end inside and on 16-position blocks; very negative scores
-/// exercise the exponential's underflow.
+/// lengths that end inside and on 16-position blocks (and with each of the
+/// AVX2 scores' four-position steps' remainders, 0 to 3); very negative
+/// scores exercise the exponential's underflow.
 #[test]
 fn attention_matches_naive_softmax() {
     let mut rng = StdRng::seed_from_u64(17);
@@ -319,6 +320,9 @@ fn attention_matches_naive_softmax() {
             (64, 1, 37, 1.0),
             (64, 3, 48, 1.0),
             (64, 3, 5, 1.0),
+            (64, 3, 3, 1.0),
+            (64, 2, 38, 1.0),
+            (64, 3, 7, 40.0),
             (64, 4, 100, 1.0),
             (64, 5, 37, 1.0),
             (64, 3, 40, 40.0),
