@@ -794,8 +794,8 @@ pub unsafe fn attend64_avx2<const G: usize>(
         std::array::from_fn(|h| _mm256_hadd_ps(acc[0][h], acc[1][h]))
     };
     // Nothing else lives in registers through this loop (the maximum is a
-    // pass of its own): two pairs' sums, the keys and a query vector fill
-    // 12 of the 16, where more spilled accumulators to the stack.
+    // pass of its own): for 3 heads, two pairs' sums, the keys and a query
+    // vector fill 12 of the 16.
     let mut j = 0;
     while j + 4 <= n {
         let (lo, hi) = (pair(j), pair(j + 2));
@@ -854,9 +854,8 @@ pub unsafe fn attend64_avx2<const G: usize>(
         inv[h] = _mm256_set1_ps(1.0 / hsum256(sum));
     }
     // Weighted sum of the values, a quarter head (16 dimensions) at a time:
-    // a group's accumulators, the values and a weight fit in the 16
-    // registers, where half heads spilled accumulators to the stack and
-    // chained every step through a store and a load.
+    // for 3 heads, the accumulators, the values and a weight take 9 of the
+    // 16 registers (half heads needed 17).
     for part in 0..4 {
         let mut o = [[_mm256_setzero_ps(); 2]; G];
         for j in 0..n {
