@@ -644,8 +644,12 @@ fn attention(
     let kv_max = spans.iter().map(|s| s.pos0 + s.len).max().unwrap_or(0);
     let pool = kernels::pool::global();
     let threads = pool.threads();
-    scores.clear();
-    scores.resize(threads * group * kv_max, 0.0);
+    // Grown, never cleared: the kernels write every score before reading it,
+    // so zeroing the buffer (per layer and pass, ~24 KB at 1,000 positions)
+    // would be wasted work.
+    if scores.len() < threads * group * kv_max {
+        scores.resize(threads * group * kv_max, 0.0);
+    }
     const QCHUNK: usize = 8;
     // Work units in order: segment, then query chunk, then KV head.
     let chunks: usize = spans.iter().map(|s| s.len.div_ceil(QCHUNK)).sum();
