@@ -456,12 +456,9 @@ impl Llama {
         s.acts.quantize(&s.xn[..n * dim], n, dim);
         let head = self.head();
         let vocab = head.rows;
-        // Grown, never cleared: the head writes every element of its n rows,
-        // so zeroing n × vocab floats first would be wasted work each pass.
+        // The head writes every element of its n rows.
         let mut all = std::mem::take(&mut s.logits);
-        if all.len() < n * vocab {
-            all.resize(n * vocab, 0.0);
-        }
+        grow(&mut all, n * vocab);
         let jobs = [MatJob {
             w: head,
             out: out(&mut all, vocab),
@@ -579,6 +576,16 @@ fn par_rows(out: &mut [f32], width: usize, f: &(dyn Fn(Range<usize>, &mut [f32])
     });
 }
 
+/// Makes `buf` hold at least `n` elements, keeping what it holds: for scratch
+/// buffers whose elements are all written before any is read, where zeroing
+/// them every pass (the logits' n × vocab floats, attention scores per layer)
+/// would be wasted work.
+fn grow(buf: &mut Vec<f32>, n: usize) {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+}
+
 /// Row-wise RMSNorm as candle's `rms_norm` computes it, up to the order in
 /// which the squares are summed: sixteen partial sums ([`kernels::dot_f32`]),
 /// where one running sum made each row a chain of dependent additions
@@ -644,12 +651,8 @@ fn attention(
     let kv_max = spans.iter().map(|s| s.pos0 + s.len).max().unwrap_or(0);
     let pool = kernels::pool::global();
     let threads = pool.threads();
-    // Grown, never cleared: the kernels write every score before reading it,
-    // so zeroing the buffer (per layer and pass, ~24 KB at 1,000 positions)
-    // would be wasted work.
-    if scores.len() < threads * group * kv_max {
-        scores.resize(threads * group * kv_max, 0.0);
-    }
+    // The kernels write every score before reading it.
+    grow(scores, threads * group * kv_max);
     const QCHUNK: usize = 8;
     // Work units in order: segment, then query chunk, then KV head.
     let chunks: usize = spans.iter().map(|s| s.len.div_ceil(QCHUNK)).sum();
