@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::Device;
 
-use crate::kernels::{self, MatJob, Out, QActs, QMatrix, WeightType};
+use crate::kernels::{self, F16Buf, MatJob, Out, QActs, QMatrix, WeightType};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -240,8 +240,8 @@ impl Llama {
     pub fn new_cache(&self) -> Cache {
         Cache {
             pos: 0,
-            k: vec![Vec::new(); self.cfg.n_layers],
-            v: vec![Vec::new(); self.cfg.n_layers],
+            k: vec![F16Buf::default(); self.cfg.n_layers],
+            v: vec![F16Buf::default(); self.cfg.n_layers],
         }
     }
 
@@ -253,7 +253,7 @@ impl Llama {
             cache.pos
         );
         let kvdim = self.cfg.n_kv_heads * self.cfg.head_dim;
-        let copy = |layers: &[Vec<u16>]| layers.iter().map(|l| l[..n * kvdim].to_vec()).collect();
+        let copy = |layers: &[F16Buf]| layers.iter().map(|l| l.prefix(n * kvdim)).collect();
         Cache {
             pos: n,
             k: copy(&cache.k),
@@ -368,12 +368,12 @@ impl Llama {
             rope(&mut s.k, nkv, hd, &s.cos, &s.sin);
             for (g, span) in segments.iter_mut().zip(&s.spans) {
                 let rows = span.row * kvdim..(span.row + span.len) * kvdim;
-                kernels::extend_f16(&mut g.cache.k[li], &s.k[rows.clone()]);
-                kernels::extend_f16(&mut g.cache.v[li], &s.v[rows]);
+                g.cache.k[li].extend_f32(&s.k[rows.clone()]);
+                g.cache.v[li].extend_f32(&s.v[rows]);
             }
             let kv: Vec<(&[u16], &[u16])> = segments
                 .iter()
-                .map(|g| (&g.cache.k[li][..], &g.cache.v[li][..]))
+                .map(|g| (g.cache.k[li].as_slice(), g.cache.v[li].as_slice()))
                 .collect();
             attention(cfg, &s.spans, &kv, &s.q, &mut s.att, &mut s.scores);
             s.acts.quantize(&s.att, t, qdim);
@@ -488,12 +488,12 @@ pub struct Segment<'a> {
 /// One sequence's KV cache: per layer, `[position][kv head][head dim]`, so a
 /// new position is an append; values in f16 (as llama.cpp keeps them by
 /// default), which halves what attention reads per position and the memory
-/// a sequence holds.
+/// a sequence holds; each layer's on cache-line boundaries ([`F16Buf`]).
 #[derive(Default)]
 pub struct Cache {
     pos: usize,
-    k: Vec<Vec<u16>>,
-    v: Vec<Vec<u16>>,
+    k: Vec<F16Buf>,
+    v: Vec<F16Buf>,
 }
 
 impl Cache {
@@ -515,15 +515,18 @@ impl Cache {
     pub(crate) fn zeros(layers: usize, pos: usize, kvdim: usize) -> Cache {
         Cache {
             pos,
-            k: vec![vec![0; pos * kvdim]; layers],
-            v: vec![vec![0; pos * kvdim]; layers],
+            k: vec![F16Buf::zeros(pos * kvdim); layers],
+            v: vec![F16Buf::zeros(pos * kvdim); layers],
         }
     }
 
     /// Memory its keys and values take.
     pub fn bytes(&self) -> usize {
-        let values: usize = self.k.iter().chain(&self.v).map(Vec::capacity).sum();
-        values * std::mem::size_of::<u16>()
+        self.k
+            .iter()
+            .chain(&self.v)
+            .map(F16Buf::capacity_bytes)
+            .sum()
     }
 }
 

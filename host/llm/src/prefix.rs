@@ -267,11 +267,12 @@ mod tests {
         assert_eq!(common_prefix(&[7], &[1]), 0);
     }
 
-    /// One position of these caches: 2 layers × (K + V) × 4 values × 2 bytes.
-    const POSITION: usize = 2 * 2 * 4 * 2;
+    /// One position of these caches: 2 layers × (K + V) × 32 values × 2
+    /// bytes (a whole cache line of each: caches are held in lines).
+    const POSITION: usize = 2 * 2 * 32 * 2;
 
     fn keep(p: &Prefixes, tokens: &[u32]) {
-        p.insert(tokens.to_vec(), Cache::zeros(2, tokens.len(), 4));
+        p.insert(tokens.to_vec(), Cache::zeros(2, tokens.len(), 32));
     }
 
     fn kept(p: &Prefixes) -> Vec<Vec<u32>> {

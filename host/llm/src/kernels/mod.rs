@@ -26,6 +26,7 @@
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
+mod f16buf;
 pub mod pool;
 mod scalar;
 mod weights;
@@ -37,6 +38,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use anyhow::{bail, Result};
+
+pub use f16buf::F16Buf;
 
 use weights::WeightBytes;
 
@@ -681,25 +684,6 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: the level was detected on this CPU.
         Level::Avx512 | Level::AvxVnni | Level::Avx2 => unsafe { x86::dot_f32_avx2(a, b) },
         _ => scalar::dot_f32(a, b),
-    }
-}
-
-/// Appends `src` to `dst` as f16 bits (rounded to nearest, ties to even):
-/// the KV cache is kept in f16, half the bytes attention reads per position
-/// (what bounds it: the cache of every sequence is read once per token).
-pub fn extend_f16(dst: &mut Vec<u16>, src: &[f32]) {
-    let at = dst.len();
-    dst.resize(at + src.len(), 0);
-    let out = &mut dst[at..];
-    match level() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the level was detected on this CPU.
-        Level::Avx512 | Level::AvxVnni | Level::Avx2 => unsafe { x86::to_f16_f16c(src, out) },
-        _ => {
-            for (o, &x) in out.iter_mut().zip(src) {
-                *o = f32_to_f16(x);
-            }
-        }
     }
 }
 

@@ -186,9 +186,11 @@ fn f16_writes_match_software() {
         f32::INFINITY,
     ]);
     x.extend(random_f32(&mut rng, 37, 1e-3));
-    let mut got = vec![7u16];
-    extend_f16(&mut got, &x);
-    assert_eq!(got[0], 7);
+    let mut got = F16Buf::zeros(1);
+    got.extend_f32(&x);
+    let got = got.as_slice();
+    assert_eq!(got[0], 0);
+    assert_eq!(got.as_ptr() as usize % 64, 0, "not on a cache line");
     for (i, (&g, &v)) in got[1..].iter().zip(&x).enumerate() {
         assert_eq!(g, f32_to_f16(v), "[{i}] {v}");
     }
@@ -419,4 +421,21 @@ fn grouped_attention_equals_one_head_at_a_time() {
             assert_eq!(alone, together[range], "{level:?} head {h}");
         }
     }
+}
+
+/// The KV cache's storage keeps its values through the ways a cache changes:
+/// appends after a rollback into the middle of a line, and prefix copies.
+#[test]
+fn f16_buffers_append_truncate_and_copy() {
+    let x: Vec<f32> = (0..100).map(|i| i as f32).collect();
+    let mut buf = F16Buf::zeros(0);
+    buf.extend_f32(&x[..40]);
+    buf.truncate(33);
+    buf.extend_f32(&x[33..100]);
+    let want: Vec<u16> = x.iter().map(|&v| f32_to_f16(v)).collect();
+    assert_eq!(buf.as_slice(), &want[..]);
+    let head = buf.prefix(65);
+    assert_eq!(head.as_slice(), &want[..65]);
+    assert_eq!(head.as_slice().as_ptr() as usize % 64, 0);
+    assert!(head.capacity_bytes() >= 65 * 2);
 }
