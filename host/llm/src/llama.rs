@@ -375,7 +375,15 @@ impl Llama {
                 .iter()
                 .map(|g| (g.cache.k[li].as_slice(), g.cache.v[li].as_slice()))
                 .collect();
-            attention(cfg, &s.spans, &kv, &s.q, &mut s.att, &mut s.scores);
+            attention(
+                cfg,
+                &s.spans,
+                &kv,
+                &s.q,
+                &mut s.att,
+                &mut s.scores,
+                &mut s.partial,
+            );
             s.acts.quantize(&s.att, t, qdim);
             let jobs = [MatJob {
                 w: &layer.wo,
@@ -556,6 +564,8 @@ pub struct Scratch {
     cos: Vec<f32>,
     sin: Vec<f32>,
     scores: Vec<f32>,
+    /// [`attention`]'s per-stretch outputs and log-sum-exps.
+    partial: Vec<f32>,
     spans: Vec<Span>,
     positions: Vec<usize>,
     acts: QActs,
@@ -639,6 +649,16 @@ impl SyncPtr {
 /// split across the pool by (segment, query chunk, KV head): the query heads
 /// that share a KV head are done together, so each cached vector is read
 /// once per query rather than once per head.
+///
+/// A query over at least two [`MIN_STRETCH`]es of positions also splits them
+/// into up to [`MAX_STRETCHES`] stretches, units of their own, attended
+/// separately and merged by their log-sum-exps ([`kernels::merge_attention`]):
+/// one decoding sequence is otherwise 3 units (KV heads) on 2 threads, one
+/// thread idle a third of the time, and attention is most of a step at long
+/// contexts. One sequence at 1500 positions, Zen 4 EPYC, 2 threads: decode
+/// ~10% faster (5 of 6 alternated rounds). How a query is split depends on
+/// its own position alone, never on the batch or the threads, so results
+/// stay bit-identical however tokens are batched or a prompt is fed.
 fn attention(
     cfg: &Config,
     spans: &[Span],
@@ -646,6 +666,7 @@ fn attention(
     q: &[f32],
     att: &mut [f32],
     scores: &mut Vec<f32>,
+    partial: &mut Vec<f32>,
 ) {
     let (hd, nh, nkv) = (cfg.head_dim, cfg.n_heads, cfg.n_kv_heads);
     let (qdim, kvdim) = (nh * hd, nkv * hd);
@@ -656,20 +677,28 @@ fn attention(
     let threads = pool.threads();
     // The kernels write every score before reading it.
     grow(scores, threads * group * kv_max);
+    let t: usize = spans.iter().map(|s| s.len).sum();
     const QCHUNK: usize = 8;
-    // Work units in order: segment, then query chunk, then KV head.
+    // Work units in order: segment, then query chunk, then KV head, then stretch.
     let chunks: usize = spans.iter().map(|s| s.len.div_ceil(QCHUNK)).sum();
     // A KV head's query heads go together, even when that leaves fewer
-    // units than threads (one decoding sequence: 3 units on 2 threads):
-    // grouped, a head costs about half as much as alone, which more than
-    // pays for the uneven split.
-    let units = nkv * chunks;
+    // units than threads (one decoding sequence at a short context: 3 units
+    // on 2 threads): grouped, a head costs about half as much as alone,
+    // which more than pays for the uneven split. Units of stretches a query
+    // does not have are skipped.
+    let stretches = stretches_for(kv_max);
+    let units = nkv * chunks * stretches;
+    // Per stretch: every row's outputs (t × qdim; a query of one stretch
+    // writes to `att` instead), then every row's heads' log-sum-exps (t × nh).
+    let per_stretch = t * (qdim + nh);
+    grow(partial, stretches * per_stretch);
     let att_ptr = SyncPtr(att.as_mut_ptr());
     let sc_ptr = SyncPtr(scores.as_mut_ptr());
+    let part_ptr = SyncPtr(partial.as_mut_ptr());
     // Threads take units from a shared counter (see `kernels::par_matmul`).
     let next = std::sync::atomic::AtomicUsize::new(0);
     let work = |part: usize, _parts: usize| {
-        let (att_ptr, sc_ptr) = (att_ptr, sc_ptr);
+        let (att_ptr, sc_ptr, part_ptr) = (att_ptr, sc_ptr, part_ptr);
         // SAFETY: each part uses its own stretch of the scores buffer.
         let sc_all = unsafe {
             std::slice::from_raw_parts_mut(sc_ptr.0.add(part * group * kv_max), group * kv_max)
@@ -682,8 +711,9 @@ fn attention(
             if u >= units {
                 break;
             }
-            let g = u % nkv;
-            let chunk = u / nkv;
+            let stretch = u % stretches;
+            let g = u / stretches % nkv;
+            let chunk = u / stretches / nkv;
             while chunk >= first_chunk + spans[seg].len.div_ceil(QCHUNK) {
                 first_chunk += spans[seg].len.div_ceil(QCHUNK);
                 seg += 1;
@@ -694,25 +724,41 @@ fn attention(
             let heads = g * group * hd..(g + 1) * group * hd;
             for i in c * QCHUNK..((c + 1) * QCHUNK).min(span.len) {
                 let n = span.pos0 + i + 1;
+                let pieces = stretches_for(n);
+                if stretch >= pieces {
+                    continue;
+                }
+                let (j0, j1) = (stretch * n / pieces, (stretch + 1) * n / pieces);
                 let r = span.row + i;
                 let qi = &q[r * qdim + heads.start..r * qdim + heads.end];
-                // SAFETY: (query row r, KV head g's query heads) are this unit's alone.
-                let o = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        att_ptr.0.add(r * qdim + heads.start),
-                        heads.len(),
+                let base = stretch * per_stretch;
+                let o = if pieces == 1 {
+                    att_ptr.0.wrapping_add(r * qdim + heads.start)
+                } else {
+                    part_ptr.0.wrapping_add(base + r * qdim + heads.start)
+                };
+                let lse = part_ptr
+                    .0
+                    .wrapping_add(base + t * qdim + r * nh + g * group);
+                // SAFETY: (query row r, KV head g's query heads, stretch) are
+                // this unit's alone; both buffers were sized above.
+                let (o, lse) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(o, heads.len()),
+                        std::slice::from_raw_parts_mut(lse, group),
                     )
                 };
                 kernels::attend(
                     hd,
                     qi,
-                    kc,
-                    vc,
+                    &kc[j0 * kvdim..],
+                    &vc[j0 * kvdim..],
                     kvdim,
                     g * hd,
                     scale,
-                    &mut sc_all[..group * n],
+                    &mut sc_all[..group * (j1 - j0)],
                     o,
+                    lse,
                 );
             }
         }
@@ -722,4 +768,39 @@ fn attention(
     } else {
         pool.run(&work);
     }
+    if stretches > 1 {
+        let partial = &partial[..];
+        // Rows in parallel: a long prompt's queries all have stretches.
+        kernels::par_for(t, 8, &|rows| {
+            for r in rows {
+                let span = spans
+                    .iter()
+                    .find(|s| (s.row..s.row + s.len).contains(&r))
+                    .expect("every row is in a span");
+                let pieces = stretches_for(span.pos0 + r - span.row + 1);
+                if pieces == 1 {
+                    continue;
+                }
+                let at = |stretch: usize, from: usize, len: usize| {
+                    &partial[stretch * per_stretch + from..][..len]
+                };
+                let outs: Vec<&[f32]> = (0..pieces).map(|p| at(p, r * qdim, qdim)).collect();
+                let lses: Vec<&[f32]> = (0..pieces).map(|p| at(p, t * qdim + r * nh, nh)).collect();
+                // SAFETY: row r is this call's alone.
+                let out =
+                    unsafe { std::slice::from_raw_parts_mut(att_ptr.get().add(r * qdim), qdim) };
+                kernels::merge_attention(hd, &outs, &lses, out);
+            }
+        });
+    }
+}
+
+/// The fewest positions worth a stretch of their own in [`attention`].
+const MIN_STRETCH: usize = 128;
+/// The most stretches a query's positions are split into.
+const MAX_STRETCHES: usize = 4;
+
+/// Stretches the positions of a query over `n` of them are attended in.
+fn stretches_for(n: usize) -> usize {
+    (n / MIN_STRETCH).clamp(1, MAX_STRETCHES)
 }

@@ -43,7 +43,7 @@ fn chat(system: &str, user: &str) -> String {
 
 fn prompts() -> Vec<String> {
     let sys = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
-    let long_text = "The quick brown fox jumps over the lazy dog. ".repeat(25);
+    let long_text = "The quick brown fox jumps over the lazy dog. ".repeat(60);
     vec![
         chat(
             sys,
@@ -54,7 +54,9 @@ fn prompts() -> Vec<String> {
             "You are a precise assistant.",
             "List three prime numbers greater than 100 and explain how you checked them.",
         ),
-        // Over one prefill chunk (256 tokens): chunked prefill with a non-empty cache.
+        // Over two prefill chunks (256 tokens): chunked prefill with a
+        // non-empty cache; queries over 256, 384 and 512 positions attend in
+        // 2, 3 and 4 stretches, merged.
         chat(sys, &format!("Summarise this text: {long_text}")),
     ]
 }

@@ -233,7 +233,7 @@ pub unsafe fn attend64_neon<const G: usize>(
     scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
-) {
+) -> [f32; G] {
     let n = scores.len() / G;
     let (qp, kp, vp, sp) = (
         q.as_ptr(),
@@ -262,6 +262,7 @@ pub unsafe fn attend64_neon<const G: usize>(
     }
     // Softmax numerators in place, and the reciprocal of each head's sum.
     let mut inv = [0f32; G];
+    let mut lse = [0f32; G];
     for h in 0..G {
         let row = std::slice::from_raw_parts_mut(sp.add(h * n), n);
         let m = vdupq_n_f32(max[h]);
@@ -279,6 +280,7 @@ pub unsafe fn attend64_neon<const G: usize>(
             total += e;
         }
         inv[h] = 1.0 / total;
+        lse[h] = max[h] + total.ln();
     }
     // Weighted sum of the values, a quarter head at a time.
     for part in 0..4 {
@@ -300,4 +302,5 @@ pub unsafe fn attend64_neon<const G: usize>(
             }
         }
     }
+    lse
 }

@@ -729,6 +729,10 @@ pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
 /// and value start at `j * stride + off` of `keys` and `values` (f16 bits). `q` and `out`
 /// hold the heads one after another; `scores` is scratch. Doing a group's
 /// heads together reads each cached vector once instead of once per head.
+///
+/// `lse[h]` gets head `h`'s log-sum-exp of the scaled scores, `ln Σ_j e^s_j`:
+/// what [`merge_attention`] weighs the attention of separate stretches of
+/// positions by.
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
     hd: usize,
@@ -740,6 +744,7 @@ pub fn attend(
     scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
+    lse: &mut [f32],
 ) {
     attend_at(
         level(),
@@ -752,6 +757,7 @@ pub fn attend(
         scale,
         scores,
         out,
+        lse,
     )
 }
 
@@ -768,25 +774,27 @@ pub(crate) fn attend_at(
     scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
+    lse: &mut [f32],
 ) {
     let group = q.len() / hd;
     assert!(group >= 1 && q.len() == group * hd && out.len() == q.len());
+    assert_eq!(lse.len(), group);
     assert!(scores.len().is_multiple_of(group));
     let n = scores.len() / group;
     assert!(n == 0 || ((n - 1) * stride + off + hd <= keys.len().min(values.len())));
     macro_rules! grouped {
         ($($f:ident)::+) => {
             match group {
-                1 => $($f)::+::<1>(q, keys, values, stride, off, scale, scores, out),
-                2 => $($f)::+::<2>(q, keys, values, stride, off, scale, scores, out),
-                3 => $($f)::+::<3>(q, keys, values, stride, off, scale, scores, out),
-                4 => $($f)::+::<4>(q, keys, values, stride, off, scale, scores, out),
+                1 => lse.copy_from_slice(&$($f)::+::<1>(q, keys, values, stride, off, scale, scores, out)),
+                2 => lse.copy_from_slice(&$($f)::+::<2>(q, keys, values, stride, off, scale, scores, out)),
+                3 => lse.copy_from_slice(&$($f)::+::<3>(q, keys, values, stride, off, scale, scores, out)),
+                4 => lse.copy_from_slice(&$($f)::+::<4>(q, keys, values, stride, off, scale, scores, out)),
                 _ => {
                     // Larger groups: one head at a time.
                     for (h, (qh, oh)) in
                         q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)).enumerate()
                     {
-                        $($f)::+::<1>(
+                        [lse[h]] = $($f)::+::<1>(
                             qh,
                             keys,
                             values,
@@ -838,7 +846,26 @@ pub(crate) fn attend_at(
                     }
                     axpy_f32(oh, p / sum, &kf);
                 }
+                lse[h] = max + sum.ln();
             }
+        }
+    }
+}
+
+/// Merges the attention of one query's heads over separate stretches of
+/// positions into the attention over all of them: `parts[p]` holds the
+/// heads' outputs (`hd` each) over stretch `p` and `lses[p]` their
+/// log-sum-exps ([`attend`]). Each stretch's softmax was normalised by its
+/// own sum; weighing its output by its share of the total sum,
+/// `e^(lse_p − lse)`, gives the softmax over the union.
+pub fn merge_attention(hd: usize, parts: &[&[f32]], lses: &[&[f32]], out: &mut [f32]) {
+    assert_eq!(parts.len(), lses.len());
+    for (h, o) in out.chunks_exact_mut(hd).enumerate() {
+        let max = lses.iter().map(|l| l[h]).fold(f32::NEG_INFINITY, f32::max);
+        let total: f32 = lses.iter().map(|l| (l[h] - max).exp()).sum();
+        o.fill(0.0);
+        for (part, l) in parts.iter().zip(lses) {
+            axpy_f32(o, (l[h] - max).exp() / total, &part[h * hd..(h + 1) * hd]);
         }
     }
 }

@@ -122,7 +122,7 @@ pub fn attend<const HD: usize, const G: usize>(
     scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
-) {
+) -> [f32; G] {
     let n = scores.len() / G;
     let q: [&[f32; HD]; G] =
         std::array::from_fn(|h| q[h * HD..(h + 1) * HD].try_into().expect("query heads"));
@@ -155,6 +155,7 @@ pub fn attend<const HD: usize, const G: usize>(
     for h in 0..G {
         out[h * HD..(h + 1) * HD].copy_from_slice(&o[h]);
     }
+    std::array::from_fn(|h| max[h] + sum[h].ln())
 }
 
 /// [`attend`] for 64-wide heads (the fallback for levels without their own).
@@ -169,6 +170,6 @@ pub fn attend64<const G: usize>(
     scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
-) {
+) -> [f32; G] {
     attend::<64, G>(q, keys, values, stride, off, scale, scores, out)
 }

@@ -338,6 +338,7 @@ fn attention_matches_naive_softmax() {
             let scale = 1.0 / (hd as f32).sqrt();
             let mut scores = vec![0f32; group * n];
             let mut out = vec![0f32; group * hd];
+            let mut lse = vec![0f32; group];
             attend_at(
                 level,
                 hd,
@@ -349,6 +350,7 @@ fn attention_matches_naive_softmax() {
                 scale,
                 &mut scores,
                 &mut out,
+                &mut lse,
             );
             for h in 0..group {
                 let qh = &q[h * hd..(h + 1) * hd];
@@ -363,6 +365,12 @@ fn attention_matches_naive_softmax() {
                 let max = s.iter().cloned().fold(f64::MIN, f64::max);
                 let e: Vec<f64> = s.iter().map(|v| (v - max).exp()).collect();
                 let sum: f64 = e.iter().sum();
+                let want_lse = max + sum.ln();
+                assert!(
+                    (lse[h] as f64 - want_lse).abs() < 1e-5 * want_lse.abs().max(1.0),
+                    "{level:?} hd {hd} group {group} n {n} head {h} log-sum-exp: {} vs {want_lse}",
+                    lse[h]
+                );
                 for d in 0..hd {
                     let want: f64 = (0..n)
                         .map(|j| e[j] / sum * f16_to_f32(values[j * stride + off + d]) as f64)
@@ -391,6 +399,7 @@ fn grouped_attention_equals_one_head_at_a_time() {
     for &level in &supported_levels() {
         let mut scores = vec![0f32; group * n];
         let mut together = vec![0f32; group * hd];
+        let mut lse = vec![0f32; group];
         attend_at(
             level,
             hd,
@@ -402,9 +411,11 @@ fn grouped_attention_equals_one_head_at_a_time() {
             0.125,
             &mut scores,
             &mut together,
+            &mut lse,
         );
         for h in 0..group {
             let mut alone = vec![0f32; hd];
+            let mut alone_lse = [0f32];
             let range = h * hd..(h + 1) * hd;
             attend_at(
                 level,
@@ -417,8 +428,62 @@ fn grouped_attention_equals_one_head_at_a_time() {
                 0.125,
                 &mut scores[..n],
                 &mut alone,
+                &mut alone_lse,
             );
             assert_eq!(alone, together[range], "{level:?} head {h}");
+            assert_eq!(alone_lse[0], lse[h], "{level:?} head {h}");
+        }
+    }
+}
+
+/// Attention over stretches of the positions, merged by their log-sum-exps,
+/// is attention over all of them (up to rounding), at every level.
+#[test]
+fn attention_over_merged_stretches_equals_the_whole() {
+    let mut rng = StdRng::seed_from_u64(31);
+    let (hd, group, n, stride) = (64, 3, 300, 3 * 64);
+    let q = random_f32(&mut rng, group * hd, 4.0);
+    let keys = random_f16(&mut rng, n * stride);
+    let values = random_f16(&mut rng, n * stride);
+    for &level in &supported_levels() {
+        // Attention over positions j0..j1: (outputs, log-sum-exps).
+        let stretch = |j0: usize, j1: usize| {
+            let mut scores = vec![0f32; group * (j1 - j0)];
+            let (mut out, mut lse) = (vec![0f32; group * hd], vec![0f32; group]);
+            let (k, v) = (&keys[j0 * stride..], &values[j0 * stride..]);
+            attend_at(
+                level,
+                hd,
+                &q,
+                k,
+                v,
+                stride,
+                hd,
+                0.125,
+                &mut scores,
+                &mut out,
+                &mut lse,
+            );
+            (out, lse)
+        };
+        let (whole, _) = stretch(0, n);
+        for cuts in [
+            vec![0, 150, 300],
+            vec![0, 1, 299, 300],
+            vec![0, 100, 200, 300],
+        ] {
+            let (outs, lses): (Vec<_>, Vec<_>) =
+                cuts.windows(2).map(|w| stretch(w[0], w[1])).unzip();
+            let outs: Vec<&[f32]> = outs.iter().map(Vec::as_slice).collect();
+            let lses: Vec<&[f32]> = lses.iter().map(Vec::as_slice).collect();
+            let mut merged = vec![0f32; group * hd];
+            merge_attention(hd, &outs, &lses, &mut merged);
+            for (d, (&m, &w)) in merged.iter().zip(&whole).enumerate() {
+                assert!(
+                    (m - w).abs() < 1e-5,
+                    "{level:?} cuts {cuts:?} [{d}]: {m} vs {w}"
+                );
+            }
         }
     }
 }

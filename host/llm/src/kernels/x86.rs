@@ -775,7 +775,7 @@ pub unsafe fn attend64_avx2<const G: usize>(
     scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
-) {
+) -> [f32; G] {
     let n = scores.len() / G;
     let (qp, kp, vp, sp) = (
         q.as_ptr(),
@@ -852,6 +852,7 @@ pub unsafe fn attend64_avx2<const G: usize>(
     // Softmax numerators in place, and the reciprocal of each head's sum.
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let mut inv = [_mm256_setzero_ps(); G];
+    let mut lse = [0f32; G];
     for h in 0..G {
         let row = sp.add(h * n);
         let m = _mm256_set1_ps(max[h]);
@@ -865,7 +866,9 @@ pub unsafe fn attend64_avx2<const G: usize>(
             sum = _mm256_add_ps(sum, e);
             j += 8;
         }
-        inv[h] = _mm256_set1_ps(1.0 / hsum256(sum));
+        let total = hsum256(sum);
+        inv[h] = _mm256_set1_ps(1.0 / total);
+        lse[h] = max[h] + total.ln();
     }
     // Weighted sum of the values, a quarter head (16 dimensions) at a time:
     // for 3 heads, the accumulators, the values and a weight take 9 of the
@@ -894,6 +897,7 @@ pub unsafe fn attend64_avx2<const G: usize>(
             }
         }
     }
+    lse
 }
 
 /// Horizontal sum of 8 lanes.
@@ -957,7 +961,7 @@ pub unsafe fn attend64_avx512<const G: usize>(
     scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
-) {
+) -> [f32; G] {
     let n = scores.len() / G;
     let (kp, vp, sp) = (
         keys.as_ptr().add(off),
@@ -1020,6 +1024,7 @@ pub unsafe fn attend64_avx512<const G: usize>(
     }
     // Softmax numerators in place, and the reciprocal of each head's sum.
     let mut inv = [0f32; G];
+    let mut lse = [0f32; G];
     for h in 0..G {
         let row = sp.add(h * n);
         let m = _mm512_set1_ps(max[h]);
@@ -1037,7 +1042,9 @@ pub unsafe fn attend64_avx512<const G: usize>(
             sum = _mm512_add_ps(sum, e);
             j += 16;
         }
-        inv[h] = 1.0 / _mm512_reduce_add_ps(sum);
+        let total = _mm512_reduce_add_ps(sum);
+        inv[h] = 1.0 / total;
+        lse[h] = max[h] + total.ln();
     }
     // Weighted sum of the values.
     let mut o = [[_mm512_setzero_ps(); 4]; G];
@@ -1062,6 +1069,7 @@ pub unsafe fn attend64_avx512<const G: usize>(
             _mm512_storeu_ps(out.as_mut_ptr().add(h * 64 + c * 16), o[h][c]);
         }
     }
+    lse
 }
 
 /// Lane `t` of the result is the sum of the 16 lanes of `a[t]`: a transposing
