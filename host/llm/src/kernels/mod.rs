@@ -632,12 +632,36 @@ pub struct MatJob<'a> {
 /// interleaved groups).
 const ROW_GRAIN: usize = GROUP;
 
-/// Pieces of work per pool thread in a parallel matmul. Threads take pieces
-/// from a shared counter rather than a fixed share each, so a thread the OS
-/// preempts (an HTTP write, the client reading its stream, another process)
-/// holds up one small piece while the others take the rest, instead of
-/// stalling the whole pass for as long as it is off its CPU.
+/// Pieces of work per pool thread in a parallel matmul, at most. Threads take
+/// pieces from a shared counter rather than a fixed share each, so a thread
+/// the OS preempts (an HTTP write, the client reading its stream, another
+/// process) holds up one small piece while the others take the rest, instead
+/// of stalling the whole pass for as long as it is off its CPU. Toward the
+/// end pieces shrink ([`next_piece`]), so the threads finish together.
 const PIECES_PER_THREAD: usize = 4;
+
+/// Claims the next piece of `grains` from `next` for one of `threads`
+/// threads: at most `cap` grains, and no more than a `2 · threads`-th of
+/// what is left, so the last pieces are single grains and no thread waits at
+/// the end for more than one (guided scheduling). `None` when all are taken.
+fn next_piece(
+    next: &AtomicUsize,
+    grains: usize,
+    threads: usize,
+    cap: usize,
+) -> Option<Range<usize>> {
+    let mut at = next.load(Ordering::Relaxed);
+    loop {
+        if at >= grains {
+            return None;
+        }
+        let size = ((grains - at) / (2 * threads)).clamp(1, cap);
+        match next.compare_exchange_weak(at, at + size, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return Some(at..at + size),
+            Err(now) => at = now,
+        }
+    }
+}
 
 /// `w · acts` for several matrices sharing the same input (q/k/v, gate/up),
 /// their rows split across the worker pool in one dispatch.
@@ -648,24 +672,21 @@ pub unsafe fn par_matmul(jobs: &[MatJob<'_>], acts: &QActs) {
     let level = level();
     let total: usize = jobs.iter().map(|j| j.w.rows).sum();
     let pool = pool::global();
-    let grains = total.div_ceil(ROW_GRAIN);
-    let piece = (grains / (pool.threads() * PIECES_PER_THREAD)).max(1) * ROW_GRAIN;
-    let pieces = total.div_ceil(piece);
+    let (grains, threads) = (total.div_ceil(ROW_GRAIN), pool.threads());
+    let cap = (grains / (threads * PIECES_PER_THREAD)).max(1);
     let next = AtomicUsize::new(0);
-    let work = |_part: usize, _parts: usize| loop {
-        let p = next.fetch_add(1, Ordering::Relaxed);
-        if p >= pieces {
-            break;
-        }
-        let (lo, hi) = (p * piece, ((p + 1) * piece).min(total));
-        let mut base = 0;
-        for job in jobs {
-            let (a, b) = (lo.max(base), hi.min(base + job.w.rows));
-            if a < b {
-                // SAFETY: pieces cover disjoint rows; the caller vouches for `out`.
-                unsafe { matmul_rows(level, job.w, a - base..b - base, acts, job.out) };
+    let work = |_part: usize, _parts: usize| {
+        while let Some(piece) = next_piece(&next, grains, threads, cap) {
+            let (lo, hi) = (piece.start * ROW_GRAIN, (piece.end * ROW_GRAIN).min(total));
+            let mut base = 0;
+            for job in jobs {
+                let (a, b) = (lo.max(base), hi.min(base + job.w.rows));
+                if a < b {
+                    // SAFETY: pieces cover disjoint rows; the caller vouches for `out`.
+                    unsafe { matmul_rows(level, job.w, a - base..b - base, acts, job.out) };
+                }
+                base += job.w.rows;
             }
-            base += job.w.rows;
         }
     };
     // Tiny matmuls are not worth waking the workers.

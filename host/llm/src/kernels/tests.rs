@@ -504,3 +504,33 @@ fn f16_buffers_append_truncate_and_copy() {
     assert_eq!(head.as_slice().as_ptr() as usize % 64, 0);
     assert!(head.capacity_bytes() >= 65 * 2);
 }
+
+/// A matmul's pieces cover every grain once, in order, none over the cap,
+/// shrinking toward the end to single grains.
+#[test]
+fn pieces_cover_the_grains_and_shrink_at_the_end() {
+    for (grains, threads, cap) in [
+        (60, 2, 7),
+        (3072, 2, 384),
+        (5, 4, 1),
+        (1, 2, 1),
+        (100, 8, 3),
+    ] {
+        let next = AtomicUsize::new(0);
+        let pieces: Vec<Range<usize>> =
+            std::iter::from_fn(|| next_piece(&next, grains, threads, cap)).collect();
+        let mut at = 0;
+        for p in &pieces {
+            assert_eq!(p.start, at, "{grains} grains: {pieces:?}");
+            assert!((1..=cap).contains(&p.len()), "{grains} grains: {pieces:?}");
+            at = p.end;
+        }
+        assert_eq!(at, grains);
+        assert_eq!(
+            pieces.last().unwrap().len(),
+            1,
+            "{grains} grains: {pieces:?}"
+        );
+        assert!(pieces.windows(2).all(|w| w[1].len() <= w[0].len()));
+    }
+}
