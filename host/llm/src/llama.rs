@@ -784,12 +784,15 @@ fn attention(
                 let at = |stretch: usize, from: usize, len: usize| {
                     &partial[stretch * per_stretch + from..][..len]
                 };
-                let outs: Vec<&[f32]> = (0..pieces).map(|p| at(p, r * qdim, qdim)).collect();
-                let lses: Vec<&[f32]> = (0..pieces).map(|p| at(p, t * qdim + r * nh, nh)).collect();
+                // No allocation per row and layer: at most MAX_STRETCHES each.
+                let outs: [&[f32]; MAX_STRETCHES] =
+                    std::array::from_fn(|p| at(p.min(pieces - 1), r * qdim, qdim));
+                let lses: [&[f32]; MAX_STRETCHES] =
+                    std::array::from_fn(|p| at(p.min(pieces - 1), t * qdim + r * nh, nh));
                 // SAFETY: row r is this call's alone.
                 let out =
                     unsafe { std::slice::from_raw_parts_mut(att_ptr.get().add(r * qdim), qdim) };
-                kernels::merge_attention(hd, &outs, &lses, out);
+                kernels::merge_attention(hd, &outs[..pieces], &lses[..pieces], out);
             }
         });
     }
