@@ -48,7 +48,7 @@ cargo test --locked -p sandpiper-llm --target aarch64-unknown-linux-gnu --lib --
 # Cortex-A53 (Raspberry Pi 3) has not, and takes the baseline NEON kernels.
 # There, candle's quantized kernels would die of SIGILL (they use `sdot`
 # unchecked): its reference test is left out and the candle path is refused.
-QEMU_CPU=cortex-a53 cargo test --locked -p sandpiper-llm --target aarch64-unknown-linux-gnu --lib -- every_level attention silu
+QEMU_CPU=cortex-a53 cargo test --locked -p sandpiper-llm --target aarch64-unknown-linux-gnu --lib -- every_level attention silu exp_shifted
 cargo test --locked -p sandpiper-llm --target aarch64-unknown-linux-gnu --test smollm2 -- greedy candle_path
 QEMU_CPU=cortex-a53 cargo test --locked -p sandpiper-llm --target aarch64-unknown-linux-gnu --test smollm2 -- greedy candle_path
 

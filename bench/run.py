@@ -491,6 +491,10 @@ def steady_decode_rate(results):
     return total
 
 
+# Sampling parameters of the sampled decode row (each server's defaults for the rest).
+SAMPLED = {"temperature": 1.0, "top_p": 0.9}
+
+
 def chat_body(content, max_tokens, extra):
     body = {
         "model": MODEL,
@@ -707,6 +711,12 @@ class Bench:
         r = stream_chat(srv.port, chat_body(decode_prompt(run), a.gen_tokens, extra))
         self.add(system, "http_decode_tok_s", decode_rate(r))
         self.add(system, "http_decode_tokens", r["completion_tokens"])
+        # The same decode, sampled as most requests are (OpenAI's default temperature is
+        # 1), with a nucleus: what choosing each token costs beside the forward pass.
+        r = stream_chat(srv.port, chat_body(decode_prompt(run), a.gen_tokens,
+                                            {**extra, **SAMPLED, "seed": run}))
+        self.add(system, "http_sampled_decode_tok_s", decode_rate(r))
+        self.add(system, "http_sampled_decode_tokens", r["completion_tokens"])
         # Round trips on one keep-alive connection.
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
         for path in ("/v1/models", "/health"):
@@ -1052,6 +1062,14 @@ class Report:
                  f"{self.ratio(self.med('sandpiper', m), self.med('llama-server', m))} |")
         m = "http_decode_tokens"
         L.append(f"| tokens generated (max_tokens {a.gen_tokens}) | {self.cell('llama-server', m, 0)} | "
+                 f"{self.cell('sandpiper', m, 0)} | |")
+        sampled = ", ".join(f"{k} {v}" for k, v in SAMPLED.items())
+        m = "http_sampled_decode_tok_s"
+        L.append(f"| decode after the first token, sampled ({sampled}, a seed) (tok/s) | "
+                 f"{self.cell('llama-server', m)} | {self.cell('sandpiper', m)} | "
+                 f"{self.ratio(self.med('sandpiper', m), self.med('llama-server', m))} |")
+        m = "http_sampled_decode_tokens"
+        L.append(f"| tokens generated, sampled (max_tokens {a.gen_tokens}) | {self.cell('llama-server', m, 0)} | "
                  f"{self.cell('sandpiper', m, 0)} | |")
         L.append("")
         web = self.med("sandpiper", "http_decode_tok_s")

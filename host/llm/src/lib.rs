@@ -14,6 +14,7 @@
 //! is tested against (`tests/reference.rs`).
 
 mod batch;
+mod distribution;
 mod error;
 #[doc(hidden)]
 pub mod kernels;

@@ -3,8 +3,11 @@
 use std::collections::HashMap;
 
 use candle_core::Tensor;
-use candle_transformers::generation::{LogitsProcessor, Sampling};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
+
+use crate::distribution::Draw;
 
 /// Most alternatives [`SamplingParams::top_logprobs`] may ask for (OpenAI's limit).
 pub const MAX_TOP_LOGPROBS: usize = 20;
@@ -80,30 +83,20 @@ pub struct Sampled {
 }
 
 pub(crate) struct Sampler {
-    processor: LogitsProcessor,
     params: SamplingParams,
+    rng: StdRng,
+    draw: Draw,
     /// How often each token was sampled so far (for the penalties).
     counts: HashMap<u32, u32>,
 }
 
 impl Sampler {
     pub(crate) fn new(p: &SamplingParams) -> Self {
-        let sampling = if p.temperature <= GREEDY {
-            Sampling::ArgMax
-        } else if p.top_p < 1.0 {
-            Sampling::TopP {
-                p: p.top_p,
-                temperature: p.temperature,
-            }
-        } else {
-            Sampling::All {
-                temperature: p.temperature,
-            }
-        };
         let seed = p.seed.unwrap_or_else(rand::random);
         Self {
-            processor: LogitsProcessor::from_sampling(seed, sampling),
             params: p.clone(),
+            rng: StdRng::seed_from_u64(seed),
+            draw: Draw::default(),
             counts: HashMap::new(),
         }
     }
@@ -148,54 +141,51 @@ impl Sampler {
         logits: &Tensor,
         mask: Option<&[u8]>,
     ) -> candle_core::Result<Sampled> {
-        let p = &self.params;
-        let raw = if p.logprobs || p.adjusts_logits() || mask.is_some() {
-            Some(logits.to_vec1::<f32>()?)
-        } else {
-            None
-        };
-        let greedy = p.temperature <= GREEDY;
-        let token = match &raw {
-            Some(raw) if p.adjusts_logits() || mask.is_some() => {
-                let mut adjusted = raw.clone();
+        with_values(logits, |raw| {
+            let p = &self.params;
+            let adjusted = (p.adjusts_logits() || mask.is_some()).then(|| {
+                let mut adjusted = raw.to_vec();
                 adjust(&mut adjusted, p, &self.counts);
                 if let Some(mask) = mask {
                     apply_mask(&mut adjusted, mask);
                 }
-                if greedy {
-                    first_max(&adjusted)
-                } else {
-                    let adjusted = Tensor::from_vec(adjusted, raw.len(), logits.device())?;
-                    self.processor.sample(&adjusted)?
-                }
-            }
-            _ if greedy => argmax(logits)?,
-            _ => self.processor.sample(logits)?,
-        };
-        *self.counts.entry(token).or_insert(0) += 1;
-        let logprobs = match raw {
-            Some(raw) if p.logprobs => Some(logprobs(&raw, token, p.top_logprobs)),
-            _ => None,
-        };
-        Ok(Sampled { token, logprobs })
+                adjusted
+            });
+            let from = adjusted.as_deref().unwrap_or(raw);
+            let token = if p.temperature <= GREEDY {
+                first_max(from)
+            } else {
+                self.draw
+                    .draw(from, p.temperature, p.top_p, &mut self.rng)
+                    .unwrap_or_else(|| first_max(from))
+            };
+            *self.counts.entry(token).or_insert(0) += 1;
+            let logprobs = p
+                .logprobs
+                .then(|| logprobs(raw, self.draw.log_z(raw), token, p.top_logprobs));
+            Sampled { token, logprobs }
+        })
     }
+}
+
+/// Runs `f` on the logits as a slice: read in place when they are one
+/// contiguous f32 vector on the CPU (always, from the native forward pass;
+/// a copy of 49k logits per token is not free), else copied out.
+fn with_values<R>(logits: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (storage, layout) = logits.storage_and_layout();
+    if let (candle_core::Storage::Cpu(cpu), Some((from, to)), 1) =
+        (&*storage, layout.contiguous_offsets(), logits.rank())
+    {
+        if let Ok(all) = cpu.as_slice::<f32>() {
+            return Ok(f(&all[from..to]));
+        }
+    }
+    drop(storage);
+    Ok(f(&logits.flatten_all()?.to_vec1::<f32>()?))
 }
 
 /// Temperatures up to this are greedy.
 const GREEDY: f64 = 1e-6;
-
-/// The greedy pick, as candle's `argmax` makes it, read in place: candle's
-/// `LogitsProcessor` would first copy the logits twice (`to_dtype`, then its
-/// reduction), ~5% of a step of four batched sequences.
-fn argmax(logits: &Tensor) -> candle_core::Result<u32> {
-    let (storage, layout) = logits.storage_and_layout();
-    match (&*storage, layout.contiguous_offsets()) {
-        (candle_core::Storage::Cpu(cpu), Some((from, to))) if logits.rank() == 1 => {
-            Ok(first_max(&cpu.as_slice::<f32>()?[from..to]))
-        }
-        _ => logits.argmax(candle_core::D::Minus1)?.to_scalar::<u32>(),
-    }
-}
 
 /// The index of the first maximum, comparing as candle's CPU `argmax` does
 /// (a later value wins only if strictly greater, so NaNs never win unless
@@ -276,11 +266,9 @@ pub(crate) fn mask_allows_any(mask: &[u8], vocab: usize) -> bool {
     })
 }
 
-/// `log_softmax` of `logits` at `token`, and the `top` most likely tokens.
-fn logprobs(logits: &[f32], token: u32, top: usize) -> Logprobs {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
-    let log_z = max + sum.ln() as f32;
+/// `log_softmax` of `logits` at `token`, and the `top` most likely tokens;
+/// `log_z` is `ln Σ e^logit` ([`Draw::log_z`]).
+fn logprobs(logits: &[f32], log_z: f32, token: u32, top: usize) -> Logprobs {
     let lp = |id: u32| {
         logits
             .get(id as usize)
@@ -316,6 +304,10 @@ fn logprobs(logits: &[f32], token: u32, top: usize) -> Logprobs {
 mod tests {
     use super::*;
 
+    fn lp(logits: &[f32], token: u32, top: usize) -> Logprobs {
+        logprobs(logits, Draw::default().log_z(logits), token, top)
+    }
+
     #[test]
     fn penalties_follow_openai() {
         let p = SamplingParams {
@@ -332,14 +324,14 @@ mod tests {
 
     #[test]
     fn logprobs_are_log_softmax_sorted() {
-        let l = logprobs(&[1.0, 3.0, 2.0, 3.0], 2, 3);
+        let l = lp(&[1.0, 3.0, 2.0, 3.0], 2, 3);
         let z = (1f32.exp() + 2.0 * 3f32.exp() + 2f32.exp()).ln();
         assert!((l.logprob - (2.0 - z)).abs() < 1e-5);
         let ids: Vec<u32> = l.top.iter().map(|t| t.id).collect();
         assert_eq!(ids, vec![1, 3, 2]);
         assert!(l.top.windows(2).all(|w| w[0].logprob >= w[1].logprob));
-        assert!(logprobs(&[1.0, 2.0], 0, 0).top.is_empty());
-        assert_eq!(logprobs(&[1.0, 2.0], 0, 20).top.len(), 2);
+        assert!(lp(&[1.0, 2.0], 0, 0).top.is_empty());
+        assert_eq!(lp(&[1.0, 2.0], 0, 20).top.len(), 2);
     }
 
     #[test]
@@ -357,7 +349,7 @@ mod tests {
                 .unwrap()
                 .to_scalar::<u32>()
                 .unwrap();
-            assert_eq!(argmax(&t).unwrap(), want, "{t}");
+            assert_eq!(with_values(&t, first_max).unwrap(), want, "{t}");
             assert_eq!(first_max(&t.to_vec1::<f32>().unwrap()), want, "{t}");
         }
     }
@@ -446,8 +438,7 @@ mod tests {
         let b = s.resample(&logits, a.token, &[0b0000_0101]).unwrap();
         assert_eq!(b.token, 2);
         assert!(
-            (b.logprobs.unwrap().logprob - logprobs(&[1.0, 5.0, 2.0, 4.0], 2, 0).logprob).abs()
-                < 1e-6
+            (b.logprobs.unwrap().logprob - lp(&[1.0, 5.0, 2.0, 4.0], 2, 0).logprob).abs() < 1e-6
         );
         // The rejected 1 was never counted: no penalty on it now.
         assert_eq!(s.sample(&logits).unwrap().token, 1);

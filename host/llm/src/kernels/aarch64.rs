@@ -195,6 +195,32 @@ fn exp128(x: float32x4_t) -> float32x4_t {
     vmulq_f32(e, vreinterpretq_f32_s32(pow2n))
 }
 
+/// [`super::exp_shifted`], 4 values at a time with [`exp128`]; a value of
+/// −∞ gives exactly 0 (exp128 would clamp it to `e^-87`).
+///
+/// # Safety
+/// The CPU supports NEON.
+#[target_feature(enable = "neon")]
+pub unsafe fn exp_shifted_neon(x: &[f32], shift: f32, scale: f32, out: &mut [f32]) {
+    let n = x.len().min(out.len());
+    let (vshift, vscale) = (vdupq_n_f32(shift), vdupq_n_f32(scale));
+    let neg_inf = vdupq_n_f32(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i + 4 <= n {
+        let v = vld1q_f32(x.as_ptr().add(i));
+        let e = exp128(vmulq_f32(vsubq_f32(v, vshift), vscale));
+        // All ones where v > −∞ (a NaN compares false and gives 0, as any
+        // weight that is not a number must).
+        let finite = vcgtq_f32(v, neg_inf);
+        vst1q_f32(
+            out.as_mut_ptr().add(i),
+            vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(e), finite)),
+        );
+        i += 4;
+    }
+    super::scalar::exp_shifted(&x[i..n], shift, scale, &mut out[i..n]);
+}
+
 /// [`super::silu_mul`], 4 values at a time with [`exp128`].
 ///
 /// # Safety

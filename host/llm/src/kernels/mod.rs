@@ -733,6 +733,34 @@ pub(crate) fn silu_mul_at(level: Level, g: &mut [f32], u: &[f32]) {
     }
 }
 
+/// `out[i] = e^((x[i] - shift) · scale)`: a softmax's unnormalised weights
+/// (`shift` the largest logit, `scale` 1 / temperature). A logit of −∞ (a
+/// token ruled out) weighs exactly 0, never the tiny `e^-87` the vector
+/// exponentials clamp to, so it can never be drawn.
+///
+/// Sampling at a temperature computes one per vocabulary entry per token
+/// (49k for the default model): one libm call each cost ~0.2 ms per token.
+pub fn exp_shifted(x: &[f32], shift: f32, scale: f32, out: &mut [f32]) {
+    exp_shifted_at(level(), x, shift, scale, out)
+}
+
+/// [`exp_shifted`] at a given level (tests run every level the CPU supports).
+pub(crate) fn exp_shifted_at(level: Level, x: &[f32], shift: f32, scale: f32, out: &mut [f32]) {
+    assert_eq!(x.len(), out.len());
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the caller passes a level detected on this CPU.
+        Level::Avx512 => unsafe { x86::exp_shifted_avx512(x, shift, scale, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the caller passes a level detected on this CPU.
+        Level::AvxVnni | Level::Avx2 => unsafe { x86::exp_shifted_avx2(x, shift, scale, out) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: the caller passes a level detected on this CPU.
+        Level::Neon => unsafe { aarch64::exp_shifted_neon(x, shift, scale, out) },
+        _ => scalar::exp_shifted(x, shift, scale, out),
+    }
+}
+
 /// `y[i] += a · x[i]`.
 pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     assert_eq!(y.len(), x.len());

@@ -89,6 +89,13 @@ pub fn silu_mul(g: &mut [f32], u: &[f32]) {
     }
 }
 
+/// [`super::exp_shifted`], one libm `exp` per value.
+pub fn exp_shifted(x: &[f32], shift: f32, scale: f32, out: &mut [f32]) {
+    for (o, &x) in out.iter_mut().zip(x) {
+        *o = ((x - shift) * scale).exp();
+    }
+}
+
 #[inline(always)]
 pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     for (y, &x) in y.iter_mut().zip(x) {

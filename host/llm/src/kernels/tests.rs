@@ -310,6 +310,41 @@ fn silu_mul_matches_f64() {
     }
 }
 
+/// A softmax's weights at every level against f64: lengths that end inside
+/// and on 16-value blocks, temperatures that scale logits far into the
+/// exponential's underflow, and ruled-out tokens (−∞) that must weigh 0.
+#[test]
+fn exp_shifted_matches_f64() {
+    let mut rng = StdRng::seed_from_u64(23);
+    for &level in &supported_levels() {
+        for n in [1, 15, 16, 33, 49152] {
+            for scale in [1.0f32, 1.0 / 0.05, 0.5] {
+                let mut x = random_f32(&mut rng, n, 20.0);
+                if n > 1 {
+                    x[n / 2] = f32::NEG_INFINITY;
+                }
+                let shift = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut out = vec![f32::NAN; n];
+                exp_shifted_at(level, &x, shift, scale, &mut out);
+                for (i, (&got, &x)) in out.iter().zip(&x).enumerate() {
+                    let arg = (x as f64 - shift as f64) * scale as f64;
+                    let want = arg.exp();
+                    if x == f32::NEG_INFINITY {
+                        assert_eq!(got, 0.0, "{level:?} n={n} [{i}]");
+                    } else {
+                        assert!(
+                            // The argument is rounded to f32 first: a relative
+                            // error of |arg|·2^-23 is the input's own.
+                            (got as f64 - want).abs() <= (2e-6 + arg.abs() * 1.2e-7) * want + 1e-37,
+                            "{level:?} n={n} scale={scale} [{i}]: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Every level's attention against softmax in f64, for grouped heads and
 /// lengths that end inside and on 16-position blocks (and with each of the
 /// AVX2 scores' four-position steps' remainders, 0 to 3); very negative

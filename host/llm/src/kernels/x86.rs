@@ -747,6 +747,56 @@ pub unsafe fn silu_mul_avx2(g: &mut [f32], u: &[f32]) {
     super::scalar::silu_mul(&mut g[i..n], &u[i..n]);
 }
 
+/// [`super::exp_shifted`], 16 values at a time with [`exp512`]; a value of
+/// −∞ gives exactly 0 (exp512 would clamp it to `e^-87`).
+///
+/// # Safety
+/// The CPU supports AVX-512 F.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn exp_shifted_avx512(x: &[f32], shift: f32, scale: f32, out: &mut [f32]) {
+    let n = x.len().min(out.len());
+    let (shift, scale) = (_mm512_set1_ps(shift), _mm512_set1_ps(scale));
+    let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i < n {
+        let mask: __mmask16 = if n - i >= 16 {
+            0xFFFF
+        } else {
+            (1u16 << (n - i)) - 1
+        };
+        let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i));
+        let e = exp512(_mm512_mul_ps(_mm512_sub_ps(v, shift), scale));
+        let finite = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(v, neg_inf);
+        _mm512_mask_storeu_ps(
+            out.as_mut_ptr().add(i),
+            mask,
+            _mm512_maskz_mov_ps(finite, e),
+        );
+        i += 16;
+    }
+}
+
+/// [`super::exp_shifted`], 8 values at a time with [`exp256`]; a value of
+/// −∞ gives exactly 0 (exp256 would clamp it to `e^-87`).
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn exp_shifted_avx2(x: &[f32], shift: f32, scale: f32, out: &mut [f32]) {
+    let n = x.len().min(out.len());
+    let (vshift, vscale) = (_mm256_set1_ps(shift), _mm256_set1_ps(scale));
+    let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i + 8 <= n {
+        let v = _mm256_loadu_ps(x.as_ptr().add(i));
+        let e = exp256(_mm256_mul_ps(_mm256_sub_ps(v, vshift), vscale));
+        let finite = _mm256_cmp_ps::<_CMP_NEQ_UQ>(v, neg_inf);
+        _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_and_ps(e, finite));
+        i += 8;
+    }
+    super::scalar::exp_shifted(&x[i..n], shift, scale, &mut out[i..n]);
+}
+
 /// [`super::attend`] for 64-wide heads with AVX2: each position's key is
 /// widened from f16 once (F16C) for all of the group's heads; scores are
 /// fused multiply-adds over two positions at a time (each query vector
