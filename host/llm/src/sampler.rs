@@ -274,20 +274,7 @@ fn logprobs(logits: &[f32], log_z: f32, token: u32, top: usize) -> Logprobs {
             .get(id as usize)
             .map_or(f32::NEG_INFINITY, |&l| l - log_z)
     };
-    let top = top.min(MAX_TOP_LOGPROBS).min(logits.len());
-    let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
-    if top > 0 {
-        let cmp = |a: &u32, b: &u32| {
-            logits[*b as usize]
-                .total_cmp(&logits[*a as usize])
-                .then(a.cmp(b))
-        };
-        ids.select_nth_unstable_by(top - 1, cmp);
-        ids.truncate(top);
-        ids.sort_by(cmp);
-    } else {
-        ids.clear();
-    }
+    let ids = most_likely(logits, top.min(MAX_TOP_LOGPROBS));
     Logprobs {
         logprob: lp(token),
         top: ids
@@ -300,9 +287,73 @@ fn logprobs(logits: &[f32], log_z: f32, token: u32, top: usize) -> Logprobs {
     }
 }
 
+/// The ids of the `k` largest logits, largest first, ties by lower id (the
+/// order of `total_cmp`, so NaNs sort above everything).
+///
+/// One pass keeping the best `k` in order, sixteen logits at a time: once
+/// `k` are kept, a block with nothing above the k-th best (nearly all of a
+/// vocabulary) costs one vectorised comparison. Selecting from a list of all
+/// 49k ids, as before, took ~0.2 ms per token.
+fn most_likely(logits: &[f32], k: usize) -> Vec<u32> {
+    /// `total_cmp`'s order as plain integers.
+    fn key(x: f32) -> i32 {
+        let b = x.to_bits() as i32;
+        b ^ (((b >> 31) as u32) >> 1) as i32
+    }
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut best: Vec<(i32, u32)> = Vec::with_capacity(k + 1);
+    for (c, block) in logits.chunks(16).enumerate() {
+        if best.len() == k {
+            let floor = best[k - 1].0;
+            if !block.iter().fold(false, |any, &l| any | (key(l) > floor)) {
+                continue;
+            }
+        }
+        for (i, &l) in block.iter().enumerate() {
+            let l = key(l);
+            if best.len() == k && l <= best[k - 1].0 {
+                continue;
+            }
+            // After every kept logit at least as large: an equal one has a
+            // lower id.
+            let at = best.partition_point(|&(b, _)| b >= l);
+            best.insert(at, (l, (c * 16 + i) as u32));
+            best.truncate(k);
+        }
+    }
+    best.into_iter().map(|(_, id)| id).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one-pass top-k against sorting every id, with ties and NaNs.
+    #[test]
+    fn most_likely_is_the_sorted_prefix() {
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        for n in [1, 5, 20, 21, 300, 49_152] {
+            let mut v: Vec<f32> = (0..n).map(|_| (next() % 50) as f32 / 4.0).collect();
+            if n > 3 {
+                v[n / 3] = f32::NAN;
+                v[n / 2] = f32::NEG_INFINITY;
+            }
+            for k in [0, 1, 3, 20] {
+                let mut ids: Vec<u32> = (0..n as u32).collect();
+                ids.sort_by(|&a, &b| v[b as usize].total_cmp(&v[a as usize]).then(a.cmp(&b)));
+                ids.truncate(k);
+                assert_eq!(most_likely(&v, k), ids, "n={n} k={k}");
+            }
+        }
+    }
 
     fn lp(logits: &[f32], token: u32, top: usize) -> Logprobs {
         logprobs(logits, Draw::default().log_z(logits), token, top)
