@@ -330,16 +330,20 @@ fn most_likely(logits: &[f32], k: usize) -> Vec<u32> {
 mod tests {
     use super::*;
 
-    /// The one-pass top-k against sorting every id, with ties and NaNs.
-    #[test]
-    fn most_likely_is_the_sorted_prefix() {
-        let mut state = 7u64;
-        let mut next = move || {
+    /// A small deterministic generator of test values.
+    fn lcg(mut state: u64) -> impl FnMut() -> u32 {
+        move || {
             state = state
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             (state >> 33) as u32
-        };
+        }
+    }
+
+    /// The one-pass top-k against sorting every id, with ties and NaNs.
+    #[test]
+    fn most_likely_is_the_sorted_prefix() {
+        let mut next = lcg(7u64);
         for n in [1, 5, 20, 21, 300, 49_152] {
             let mut v: Vec<f32> = (0..n).map(|_| (next() % 50) as f32 / 4.0).collect();
             if n > 3 {
@@ -418,22 +422,16 @@ mod tests {
             }
             at as u32
         }
-        let mut state = 12345u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as u32
-        };
+        let mut next = lcg(12345u64);
         for n in [1, 2, 15, 16, 17, 31, 33, 100, 49152] {
             for _ in 0..20 {
                 // Few distinct values, so the maximum is often tied.
                 let mut v: Vec<f32> = (0..n).map(|_| (next() % 7) as f32 - 3.0).collect();
-                if next() % 3 == 0 {
+                if next().is_multiple_of(3) {
                     let i = next() as usize % n;
                     v[i] = f32::NAN;
                 }
-                if next() % 4 == 0 {
+                if next().is_multiple_of(4) {
                     v[0] = f32::NEG_INFINITY;
                 }
                 assert_eq!(first_max(&v), plain(&v), "{n}: {:?}", &v[..n.min(40)]);
