@@ -927,6 +927,17 @@ class Bench:
                 self.add("llama.cpp", f"prefill_{e['n_prompt']}_tok_s", e["avg_ts"])
             elif e["n_prompt"] == 0:
                 self.add("llama.cpp", "decode_tok_s", e["avg_ts"])
+        if self.a.depth:
+            # Decoding deep into a context (llama-bench fills the first `-d` positions
+            # untimed): attention over the KV cache is then a large part of each step.
+            cmd = [bench, "-m", self.gguf, "-p", "0", "-n", str(self.a.gen_tokens),
+                   "-d", str(self.a.depth), "-t", str(self.a.threads), "-r", "1", "-o", "json"]
+            out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+            if out.returncode != 0:
+                raise BenchError(f"llama-bench -d exited with {out.returncode}:\n{out.stderr[-2000:]}")
+            for e in json.loads(out.stdout):
+                if e["n_prompt"] == 0 and e.get("n_depth") == self.a.depth:
+                    self.add("llama.cpp", "decode_deep_tok_s", e["avg_ts"])
 
     def run_native(self, run):
         cmd = [self.a.native_bin, self.gguf, "--prompt", ",".join(map(str, self.a.prompt_tokens)),
@@ -950,6 +961,15 @@ class Bench:
             for p in res["prefill"]:
                 self.add("native-avx2", f"prefill_{p['tokens']}_tok_s", p["tok_s"])
             self.add("native-avx2", "decode_tok_s", res["decode"]["tok_s"])
+        if self.a.depth:
+            deep = [self.a.native_bin, self.gguf, "--prompt", "", "--gen", str(self.a.gen_tokens),
+                    "--reps", "1", "--threads", str(self.a.threads),
+                    "--decode-context", str(self.a.depth)]
+            res = self.bench_native(deep)
+            self.add("native", "decode_deep_tok_s", res["decode_at_context"]["tok_s"])
+            if "avx512f" in flags and "avx2" in flags:
+                res = self.bench_native(deep, dict(self.thread_env(), SANDPIPER_KERNELS="avx2"))
+                self.add("native-avx2", "decode_deep_tok_s", res["decode_at_context"]["tok_s"])
 
 
 # --------------------------------------------------------------------------- report
@@ -1030,6 +1050,9 @@ class Report:
         L.append("|---|---|---|---|" + ("---|---|" if avx2 else ""))
         rows = [(f"prefill {p} tokens (pp{p})", f"prefill_{p}_tok_s") for p in a.prompt_tokens]
         rows.append((f"decode {a.gen_tokens} tokens (tg{a.gen_tokens})", "decode_tok_s"))
+        if a.depth:
+            rows.append((f"decode {a.gen_tokens} tokens after {a.depth} (tg{a.gen_tokens} @ d{a.depth})",
+                         "decode_deep_tok_s"))
         for label, m in rows:
             line = (f"| {label} | {self.cell('llama.cpp', m)} | {self.cell('native', m)} | "
                     f"{self.ratio(self.med('native', m), self.med('llama.cpp', m))} |")
@@ -1264,6 +1287,8 @@ def parse_args(argv):
     p.add_argument("--prompt-tokens", help="prompt lengths for prefill (default 128,512)")
     p.add_argument("--gen-tokens", type=int, help="tokens to decode (default 128)")
     p.add_argument("--concurrency", help="simultaneous streams (default 1,2,4)")
+    p.add_argument("--depth", type=int, help="positions already in the context for the deep decode "
+                                              "row (default 1024; 32 with --smoke; 0 skips it)")
     p.add_argument("--rtt-requests", type=int, help="round trips per endpoint (default 500)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel jobs for the llama.cpp build")
     a = p.parse_args(argv)
@@ -1273,8 +1298,10 @@ def parse_args(argv):
     a.gen_tokens = a.gen_tokens or (8 if smoke else 128)
     a.concurrency = [int(x) for x in (a.concurrency or ("1,2" if smoke else "1,2,4")).split(",")]
     a.rtt_requests = a.rtt_requests or (20 if smoke else 500)
-    if a.threads < 1 or a.reps < 1 or a.gen_tokens < 2 or min(a.concurrency) < 1:
-        p.error("--threads, --reps, --concurrency must be at least 1 and --gen-tokens at least 2")
+    a.depth = (32 if smoke else 1024) if a.depth is None else a.depth
+    if a.threads < 1 or a.reps < 1 or a.gen_tokens < 2 or min(a.concurrency) < 1 or a.depth < 0:
+        p.error("--threads, --reps, --concurrency must be at least 1, --gen-tokens at least 2 "
+                "and --depth not negative")
     return a
 
 
