@@ -159,3 +159,79 @@ fn context_window_is_enforced() {
     );
     assert_eq!(seq.len(), 0);
 }
+
+/// Sampling on the model's own logits: a nucleus small enough for one token
+/// is greedy decoding; at `top_p` 0.5 every draw lies inside the nucleus
+/// (the tokens more probable than it hold less than half the mass, read from
+/// the model's top logprobs); a seed replays its draws.
+#[test]
+fn sampling_keeps_to_the_nucleus() {
+    let model = common::model();
+    let prompt = model
+        .tokenize("<|im_start|>user\nWrite a short poem about the sea.<|im_end|>\n<|im_start|>assistant\n")
+        .unwrap();
+    let run = |params: SamplingParams, steps: usize| {
+        let mut seq = model.new_sequence();
+        seq.set_sampling(&params);
+        let mut next = prompt.clone();
+        let mut out = Vec::new();
+        for _ in 0..steps {
+            let s = seq.sample_step(&next).unwrap();
+            next = vec![s.token];
+            out.push(s);
+        }
+        out
+    };
+    let tokens = |v: &[sandpiper_llm::Sampled]| v.iter().map(|s| s.token).collect::<Vec<_>>();
+    let greedy = run(
+        SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        },
+        24,
+    );
+    let one = run(
+        SamplingParams {
+            temperature: 1.0,
+            top_p: 1e-9,
+            seed: Some(1),
+            ..Default::default()
+        },
+        24,
+    );
+    assert_eq!(tokens(&one), tokens(&greedy));
+
+    let half = SamplingParams {
+        temperature: 1.0,
+        top_p: 0.5,
+        seed: Some(42),
+        logprobs: true,
+        top_logprobs: 20,
+        ..Default::default()
+    };
+    let drawn = run(half.clone(), 48);
+    for (i, s) in drawn.iter().enumerate() {
+        let lp = s.logprobs.as_ref().unwrap();
+        let above: f32 = lp
+            .top
+            .iter()
+            .take_while(|t| t.id != s.token)
+            .map(|t| t.logprob.exp())
+            .sum();
+        assert!(
+            above < 0.5,
+            "step {i}: token {} after {above} of the mass",
+            s.token
+        );
+    }
+    assert_eq!(tokens(&run(half, 48)), tokens(&drawn));
+    // Not every draw was the most probable token: nuclei of several tokens
+    // were drawn from.
+    assert!(
+        drawn
+            .iter()
+            .any(|s| s.logprobs.as_ref().unwrap().top[0].id != s.token),
+        "{:?}",
+        tokens(&drawn)
+    );
+}
