@@ -86,6 +86,8 @@ pub(crate) struct Sampler {
     params: SamplingParams,
     rng: StdRng,
     draw: Draw,
+    /// The logits after penalties, bias or a mask (kept: one per token).
+    adjusted: Vec<f32>,
     /// How often each token was sampled so far (for the penalties).
     counts: HashMap<u32, u32>,
 }
@@ -97,6 +99,7 @@ impl Sampler {
             params: p.clone(),
             rng: StdRng::seed_from_u64(seed),
             draw: Draw::default(),
+            adjusted: Vec::new(),
             counts: HashMap::new(),
         }
     }
@@ -143,15 +146,16 @@ impl Sampler {
     ) -> candle_core::Result<Sampled> {
         with_values(logits, |raw| {
             let p = &self.params;
-            let adjusted = (p.adjusts_logits() || mask.is_some()).then(|| {
-                let mut adjusted = raw.to_vec();
-                adjust(&mut adjusted, p, &self.counts);
+            let adjusting = p.adjusts_logits() || mask.is_some();
+            if adjusting {
+                self.adjusted.clear();
+                self.adjusted.extend_from_slice(raw);
+                adjust(&mut self.adjusted, p, &self.counts);
                 if let Some(mask) = mask {
-                    apply_mask(&mut adjusted, mask);
+                    apply_mask(&mut self.adjusted, mask);
                 }
-                adjusted
-            });
-            let from = adjusted.as_deref().unwrap_or(raw);
+            }
+            let from = if adjusting { &self.adjusted[..] } else { raw };
             let token = if p.temperature <= GREEDY {
                 first_max(from)
             } else {
