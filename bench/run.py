@@ -469,6 +469,41 @@ def sse_events(pieces, path):
     return events
 
 
+def unstreamed_decode_rate(srv, body):
+    """Decode tok/s of chat request `body` sent with `stream: false`, after the first
+    token, as the chat guest measured it: it logs `decode_tok_s` for every request (on
+    its stderr, which goes to the server's log). A client sees no token of an unstreamed
+    reply before the last, so this is the one clock that can time its decoding."""
+    body = dict(body, stream=False)
+    body.pop("stream_options", None)
+    payload = json.dumps(body).encode()
+    start = Path(srv.logfile).stat().st_size
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=600)
+    conn.request("POST", "/v1/chat/completions", payload, {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    if resp.status != 200:
+        raise BenchError(f"unstreamed chat: HTTP {resp.status}: {data[:300]!r}")
+    want = json.loads(data)["usage"]["completion_tokens"]
+    deadline = time.perf_counter() + 5
+    while time.perf_counter() < deadline:  # the log line may trail the response a little
+        with open(srv.logfile, "rb") as f:
+            f.seek(start)
+            lines = f.read().decode(errors="replace").splitlines()
+        for line in reversed(lines):
+            m = GUEST_DECODE.search(line)
+            if m and m["stream"] == "false" and int(m["tokens"]) == want:
+                return float(m["rate"])
+        time.sleep(0.01)
+    raise BenchError("the chat guest logged no decode rate for an unstreamed request")
+
+
+# The chat guest's line for each finished request (`guests/chat/src/completion.rs`).
+GUEST_DECODE = re.compile(r"chat model=\S+ status=200 stream=(?P<stream>true|false) .*?"
+                          r"completion_tokens=(?P<tokens>\d+) .*?decode_tok_s=(?P<rate>[0-9.]+)")
+
+
 def decode_rate(r):
     """Tokens/s after the first token: (completion_tokens - 1) / (last - first content delta)."""
     if r["completion_tokens"] is None or r["completion_tokens"] < 2 or r["decode_s"] <= 0:
@@ -826,16 +861,19 @@ class Bench:
     def paired_overhead(self, srv, run):
         """The sandbox overhead on decode, measured so that a machine whose speed drifts
         (a shared VM) cannot fake it: in-process and HTTP decodes at the same positions
-        alternate back to back (N H N H N H N); each HTTP decode's ratio is its rate ÷ the
-        mean of the in-process decodes on either side. Several pairs per repetition, since
-        one burst of someone else's load can sink a single pair."""
+        alternate back to back (N H U N H U N ...); each HTTP decode's ratio is its rate ÷
+        the mean of the in-process decodes on either side. Several pairs per repetition,
+        since one burst of someone else's load can sink a single pair. U is the same
+        request unstreamed, its rate from the guest's clock: the sandbox's cost without
+        an SSE event written per token."""
         natives = [self.native_decode_at_context()]
         for k in range(OVERHEAD_PAIRS):
+            body = chat_body(decode_prompt(5000 + run * OVERHEAD_PAIRS + k), self.a.gen_tokens, {})
             before, client0 = thread_cpu_ns(srv.proc.pid), time.process_time()
-            r = stream_chat(srv.port, chat_body(decode_prompt(5000 + run * OVERHEAD_PAIRS + k),
-                                                self.a.gen_tokens, {}))
+            r = stream_chat(srv.port, body)
             client1 = time.process_time()
             after = thread_cpu_ns(srv.proc.pid)
+            quiet = unstreamed_decode_rate(srv, body)
             natives.append(self.native_decode_at_context())
             # Where the CPU went, per streamed token: on a machine with as many cores
             # as compute threads, whatever runs beside the kernels' threads is taken
@@ -851,6 +889,8 @@ class Bench:
                 self.add("sandpiper", "paired_http_decode_tok_s", web)
                 self.add("native", "paired_decode_tok_s", around)
                 self.add("sandpiper", "paired_overhead_ratio", web / around)
+                self.add("sandpiper", "paired_unstreamed_decode_tok_s", quiet)
+                self.add("sandpiper", "paired_unstreamed_ratio", quiet / around)
 
     def run_sandpiper(self, run):
         srv = self.start_sandpiper(f"run{run}")
@@ -1106,6 +1146,12 @@ class Report:
                      f"in-process decodes after the same {self.b.decode_context}-token prompt, back to back: "
                      f"{self.cell('sandpiper', 'paired_http_decode_tok_s')} vs "
                      f"{self.cell('native', 'paired_decode_tok_s')} tok/s).")
+            if self.vals("sandpiper", "paired_unstreamed_ratio"):
+                L.append(f"The same requests unstreamed (`stream: false`, each sent right after its streamed "
+                         f"twin and timed by the chat guest's own clock, which it logs for every request) "
+                         f"decode at {self.cell('sandpiper', 'paired_unstreamed_ratio', 3)}× the in-process "
+                         f"decodes around them ({self.cell('sandpiper', 'paired_unstreamed_decode_tok_s')} "
+                         f"tok/s): the sandbox, wasi-nn and batching with no SSE event written per token.")
             http, client = (self.med("sandpiper", f"cpu_us_per_token_{g}") for g in ("http", "client"))
             step = self.med("sandpiper", "paired_http_decode_tok_s")
             if http is not None and client is not None and step:
