@@ -153,6 +153,10 @@ impl LlmContext {
         let tokens = tokens.ok_or_else(|| invalid("missing input `tokens`"))?;
         let fed = tokens.len() as u64;
         let sampled = self.seq.sample_step(&tokens);
+        // The guest's turn until its next step: it writes the token, to a
+        // client over HTTP when streaming. Kernel threads spinning meanwhile
+        // would hold CPUs that work needs.
+        sandpiper_llm::kernels::pool::global().rest();
         let prompt = sampled.is_ok() && self.seq.len() as u64 == fed;
         if sampled.is_ok() {
             if prompt {
