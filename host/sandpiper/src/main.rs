@@ -166,6 +166,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let http_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.http_threads)
         .thread_name("sandpiper-http")
+        .on_thread_start(yield_to_inference)
         .enable_all()
         .build()?;
     let result = http_runtime.block_on(async {
@@ -191,6 +192,33 @@ fn serve(args: ServeArgs) -> Result<()> {
     });
     guest_runtime.shutdown_background();
     result
+}
+
+/// Nice value of the HTTP threads: above the default 0 of the threads that
+/// run inference.
+#[cfg(target_os = "linux")]
+const HTTP_NICE: libc::c_int = 5;
+
+/// Lowers the calling HTTP thread's scheduling priority, so that when it and
+/// an inference thread both want a CPU, inference goes first.
+///
+/// Streaming, each token wakes the HTTP thread to send its event (~100 µs of
+/// CPU on a 2-vCPU VM) just as the next forward pass starts: at equal
+/// priority it holds a CPU the pass's second thread then waits for (measured:
+/// ~170 µs per token in the run queue). At nice 5 it still gets the CPU time
+/// it needs (it is idle most of the time) but yields it to the pass: streamed
+/// decode +1% (200 alternated pairs of two servers). Raising one's own nice
+/// value needs no privilege; a failure only costs that speed.
+fn yield_to_inference() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain syscalls; on Linux `PRIO_PROCESS` with a thread id
+        // sets that one thread's nice value.
+        let tid = unsafe { libc::gettid() };
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, HTTP_NICE) } != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "could not lower the HTTP thread's priority");
+        }
+    }
 }
 
 async fn shutdown_signal() {

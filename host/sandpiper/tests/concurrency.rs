@@ -60,6 +60,37 @@ fn two_generations_and_health_checks_at_once() {
     });
 }
 
+/// The HTTP threads run below the priority of the threads that run
+/// inference (guest threads and kernel workers), so that sending a token
+/// never holds a CPU the next forward pass is waiting for; see
+/// `yield_to_inference` in main.rs.
+#[cfg(target_os = "linux")]
+#[test]
+fn http_threads_yield_to_inference() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start(&[]);
+    // A generation, so that every kind of thread has started.
+    let (status, _) = server.post("/v1/chat/completions", &paris_request());
+    assert_eq!(status, 200);
+    let mut nice: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for task in std::fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+        // `pid (comm) state ...`: the comm may hold spaces; nice is field 19.
+        let (head, rest) = stat.rsplit_once(')').unwrap();
+        let comm = head.split_once('(').unwrap().1;
+        let kind = comm.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+        let value = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
+        nice.entry(kind.to_string()).or_default().push(value);
+    }
+    assert_eq!(nice.get("sandpiper-http"), Some(&vec![5]), "{nice:?}");
+    for kind in ["sandpiper-guest", "sandpiper-llm"] {
+        let values = nice
+            .get(kind)
+            .unwrap_or_else(|| panic!("no {kind} thread: {nice:?}"));
+        assert!(values.iter().all(|&n| n == 0), "{nice:?}");
+    }
+}
+
 #[test]
 fn a_client_that_disconnects_stops_the_generation() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
