@@ -207,8 +207,8 @@ const HTTP_NICE: libc::c_int = 5;
 /// priority it holds a CPU the pass's second thread then waits for (measured:
 /// ~170 µs per token in the run queue). At nice 5 it still gets the CPU time
 /// it needs (it is idle most of the time) but yields it to the pass: streamed
-/// decode +1% (200 alternated pairs of two servers). Raising one's own nice
-/// value needs no privilege; a failure only costs that speed.
+/// decode +1.3% ± 0.4% (300 alternated pairs of two servers). Raising one's
+/// own nice value needs no privilege; a failure only costs that speed.
 fn yield_to_inference() {
     #[cfg(target_os = "linux")]
     {

@@ -82,12 +82,17 @@ fn http_threads_yield_to_inference() {
         let value = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
         nice.entry(kind.to_string()).or_default().push(value);
     }
-    assert_eq!(nice.get("sandpiper-http"), Some(&vec![5]), "{nice:?}");
-    for kind in ["sandpiper-guest", "sandpiper-llm"] {
+    // (Tokio's blocking threads, should the HTTP runtime start any, share
+    // its name and its start hook.)
+    for (kind, want) in [
+        ("sandpiper-http", 5),
+        ("sandpiper-guest", 0),
+        ("sandpiper-llm", 0),
+    ] {
         let values = nice
             .get(kind)
             .unwrap_or_else(|| panic!("no {kind} thread: {nice:?}"));
-        assert!(values.iter().all(|&n| n == 0), "{nice:?}");
+        assert!(values.iter().all(|&n| n == want), "{nice:?}");
     }
 }
 
