@@ -98,7 +98,8 @@ impl Pool {
     /// when the caller hands the CPUs to other work before its next pass. A
     /// server's guest writing the token just sampled wakes the HTTP thread
     /// that sends it, which then has to take a CPU from a busy thread (2
-    /// vCPUs: streamed decode 1.3% faster resting). The next [`run`](Self::run)
+    /// vCPUs: streamed decode 1.4% faster resting, 200 alternated
+    /// pairs of two servers). The next [`run`](Self::run)
     /// wakes them (tens of µs on a VM: not worth it between the jobs of a pass).
     pub fn rest(&self) {
         self.shared.resting.store(true, Ordering::Relaxed);
